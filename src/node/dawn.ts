@@ -1,0 +1,49 @@
+// WebGPU in Node through Dawn (the `webgpu` npm package). On a Linux machine without a GPU, Debian's
+// chromium package ships SwiftShader (a Vulkan CPU driver): point the Vulkan loader at it when the
+// user has not chosen a driver, so the CLI and the tests run anywhere.
+import { existsSync, readdirSync } from 'node:fs';
+import { createGpuContext, requestGpuDevice, type GpuContext } from '../gpu/context.ts';
+
+const SWIFTSHADER_ICDS = ['/usr/lib/chromium/vk_swiftshader_icd.json', '/usr/lib64/chromium/vk_swiftshader_icd.json'];
+
+function hasGpuDeviceNode(): boolean {
+  try {
+    if (readdirSync('/dev/dri').some((n) => n.startsWith('renderD'))) return true;
+  } catch { /* no /dev/dri */ }
+  return existsSync('/dev/nvidia0');
+}
+
+/** Sets VK_ICD_FILENAMES to SwiftShader when on Linux with no GPU and nothing chosen. Returns the ICD used. */
+export function chooseVulkanDriver(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  if (process.platform !== 'linux') return undefined;
+  if (env.VK_ICD_FILENAMES || env.VK_DRIVER_FILES) return env.VK_ICD_FILENAMES ?? env.VK_DRIVER_FILES;
+  if (hasGpuDeviceNode() && !env.QWEN_WEBGPU_SWIFTSHADER) return undefined;
+  const icd = SWIFTSHADER_ICDS.find((p) => existsSync(p));
+  if (icd) env.VK_ICD_FILENAMES = icd;
+  return icd;
+}
+
+let cached: Promise<GpuContext> | undefined;
+
+/** One Dawn device per process (creating many is slow and leaks on some drivers). */
+export function getNodeGpu(): Promise<GpuContext> {
+  cached ??= (async () => {
+    chooseVulkanDriver();
+    const { create, globals } = await import('webgpu');
+    Object.assign(globalThis, globals);
+    const gpu: GPU = create([]);
+    const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+    if (!adapter) {
+      throw new Error(
+        'No WebGPU adapter found through Dawn. On Linux without a GPU install Debian\'s chromium (it ships ' +
+          'SwiftShader) and libvulkan1, or set VK_ICD_FILENAMES to a Vulkan driver manifest.',
+      );
+    }
+    const device = await requestGpuDevice(adapter);
+    device.addEventListener('uncapturederror', (e) => {
+      console.error('WebGPU error:', (e as GPUUncapturedErrorEvent).error.message);
+    });
+    return createGpuContext(device);
+  })();
+  return cached;
+}
