@@ -77,10 +77,19 @@ function positiveInt(src: Json, key: string, where: string, fallback?: number): 
   return v;
 }
 
-function parseQuantParams(v: Json, where: string, defaults?: QuantParams): QuantParams {
-  const mode = (v.mode ?? defaults?.mode ?? 'affine') as QuantParams['mode'];
-  const bits = (v.bits ?? defaults?.bits) as number;
-  const groupSize = (v.group_size ?? defaults?.groupSize) as number;
+// MLX's per-mode defaults (mlx.nn `_defaults_for_mode`). A per-module override dict is passed to
+// `to_quantized(**dict)` on its own, so a key missing from it falls back to THESE, not to the global values.
+const MODE_DEFAULTS: Record<string, { bits: number; groupSize: number }> = {
+  affine: { bits: 4, groupSize: 64 },
+  mxfp4: { bits: 4, groupSize: 32 },
+  nvfp4: { bits: 4, groupSize: 16 },
+  mxfp8: { bits: 8, groupSize: 32 },
+};
+
+function parseQuantParams(v: Json, where: string): QuantParams {
+  const mode = (v.mode ?? 'affine') as QuantParams['mode'];
+  const bits = (v.bits ?? MODE_DEFAULTS[mode]?.bits) as number;
+  const groupSize = (v.group_size ?? MODE_DEFAULTS[mode]?.groupSize) as number;
   const allowed: Record<string, { bits: number[]; groups: number[] }> = {
     affine: { bits: [2, 3, 4, 5, 6, 8], groups: [32, 64, 128] },
     mxfp4: { bits: [4], groups: [32] },
@@ -115,7 +124,8 @@ export function parseQuantization(raw: Json): QuantizationConfig | null {
   for (const [k, v] of Object.entries(q)) {
     if (k === 'group_size' || k === 'bits' || k === 'mode') continue;
     if (v === false) overrides.set(normaliseName(k), false);
-    else if (v && typeof v === 'object') overrides.set(normaliseName(k), parseQuantParams(v as Json, `quantization["${k}"]`, defaults));
+    else if (v === true) overrides.set(normaliseName(k), defaults); // mlx: a bare `true` predicate means "use the defaults"
+    else if (v && typeof v === 'object') overrides.set(normaliseName(k), parseQuantParams(v as Json, `quantization["${k}"]`));
     // other scalar keys (e.g. quant_method: "mlx") carry no per-module meaning
   }
   return { defaults, overrides };
@@ -165,9 +175,10 @@ export function parseConfig(raw: unknown): ModelConfig {
     layerTypes = Array.from({ length: numLayers }, (_, i) => ((i + 1) % interval === 0 ? 'full_attention' : 'linear_attention'));
   }
 
-  const rope = (text.rope_parameters ?? text.rope_scaling ?? {}) as Json;
-  const ropeTheta = num(rope, 'rope_theta', 'rope_parameters', num(text, 'rope_theta', where, 100000));
-  const partialRotaryFactor = num(rope, 'partial_rotary_factor', 'rope_parameters', num(text, 'partial_rotary_factor', where, 0.25));
+  // Some nested configs carry rope_parameters next to text_config instead of inside it.
+  const rope = (text.rope_parameters ?? text.rope_scaling ?? top.rope_parameters ?? {}) as Json;
+  const ropeTheta = num(rope, 'rope_theta', 'rope_parameters', num(text, 'rope_theta', where, num(top, 'rope_theta', 'config', 100000)));
+  const partialRotaryFactor = num(rope, 'partial_rotary_factor', 'rope_parameters', num(text, 'partial_rotary_factor', where, num(top, 'partial_rotary_factor', 'config', 0.25)));
   const ropeType = rope.rope_type ?? rope.type ?? 'default';
   if (ropeType !== 'default' && ropeType !== 'mrope') {
     throw new ConfigError(`rope type "${String(ropeType)}" is not supported (expected "default")`);

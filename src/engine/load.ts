@@ -1,0 +1,143 @@
+// Checkpoint → GPU buffers. Linears and the embedding stay packed exactly as on disk; the small float vectors
+// (norm gains, conv taps, A_log, dt_bias) become f32, with the HF +1 norm shift applied here, once.
+import type { GpuContext } from '../gpu/context.ts';
+import { uploadBytes } from '../gpu/context.ts';
+import { createGpuLinear, destroyGpuLinear, type GpuLinear, type LinearFormat, type ScaleDtype } from '../gpu/linear.ts';
+import type { Checkpoint, ModulePlan } from '../format/checkpoint.ts';
+import { decodeFloats, type FloatDType } from '../format/dtype.ts';
+import type { FullAttnWeights, LinearAttnWeights, Mlp, ModelWeights } from '../model/qwen35.ts';
+
+const SCALE_DTYPE: Record<FloatDType, ScaleDtype> = { BF16: 'bf16', F16: 'f16', F32: 'f32' };
+
+function bytesOf(p: ModulePlan): number {
+  const size = (t: { begin: number; end: number }) => t.end - t.begin;
+  return p.kind === 'affine' ? size(p.weight) + size(p.scales) + size(p.biases) : size(p.weight);
+}
+
+/** Bytes the weights occupy on the GPU (as stored; the f32 conversion of vectors is negligible). */
+export function weightBytes(ckpt: Checkpoint): number {
+  let total = 0;
+  for (const p of ckpt.modules.values()) total += bytesOf(p);
+  return total;
+}
+
+export async function loadModelWeights(
+  ctx: GpuContext, ckpt: Checkpoint, onProgress?: (done: number, total: number, tensor: string) => void,
+): Promise<ModelWeights> {
+  const total = weightBytes(ckpt);
+  let done = 0;
+  const created: (GpuLinear | GPUBuffer)[] = [];
+  const plan = (path: string): ModulePlan => {
+    const p = ckpt.modules.get(path);
+    if (!p) throw new Error(`checkpoint has no module "${path}"`);
+    return p;
+  };
+  const advance = (p: ModulePlan) => {
+    done += bytesOf(p);
+    onProgress?.(done, total, p.path);
+  };
+
+  async function matrix(path: string): Promise<GpuLinear> {
+    const p = plan(path);
+    let lin: GpuLinear;
+    if (p.kind === 'affine') {
+      const [weight, scales, biases] = await Promise.all(
+        [p.weight, p.scales, p.biases].map((t) => ckpt.source.read(t.file, t.begin, t.end - t.begin)),
+      );
+      const format: LinearFormat = {
+        kind: 'affine', bits: p.bits as 2 | 3 | 4 | 5 | 6 | 8, groupSize: p.groupSize as 32 | 64 | 128, scaleDtype: p.scaleDtype,
+      };
+      lin = createGpuLinear(ctx, { name: path, rows: p.rows, cols: p.cols, format }, { weight, scales, biases });
+    } else {
+      if (p.shape.length !== 2) throw new Error(`${path}: expected a 2-D weight, found shape [${p.shape.join(', ')}]`);
+      const weight = await ckpt.source.read(p.weight.file, p.weight.begin, p.weight.end - p.weight.begin);
+      lin = createGpuLinear(ctx, { name: path, rows: p.shape[0], cols: p.shape[1], format: { kind: 'float', dtype: SCALE_DTYPE[p.dtype] } }, { weight });
+    }
+    created.push(lin);
+    advance(p);
+    return lin;
+  }
+
+  /** A float vector as f32; `shift` adds the HF zero-centred +1 (spec §2.2: never for linear_attn.norm). */
+  async function vector(path: string): Promise<GPUBuffer> {
+    const p = plan(path);
+    if (p.kind !== 'float') throw new Error(`${path}: expected a float tensor, found ${p.bits}-bit affine`);
+    const bytes = await ckpt.source.read(p.weight.file, p.weight.begin, p.weight.end - p.weight.begin);
+    const v = decodeFloats(bytes, p.dtype);
+    if (p.role === 'norm' && ckpt.normShift) for (let i = 0; i < v.length; i++) v[i] += 1;
+    const buf = uploadBytes(ctx, v, path);
+    created.push(buf);
+    advance(p);
+    return buf;
+  }
+
+  const mlp = async (i: number): Promise<Mlp> => ({
+    gate: await matrix(`layers.${i}.mlp.gate_proj`),
+    up: await matrix(`layers.${i}.mlp.up_proj`),
+    down: await matrix(`layers.${i}.mlp.down_proj`),
+  });
+
+  try {
+    const embed = await matrix('embed_tokens');
+    const layers: (LinearAttnWeights | FullAttnWeights)[] = [];
+    for (const [i, type] of ckpt.config.layerTypes.entries()) {
+      const pre = `layers.${i}`;
+      if (type === 'linear_attention') {
+        const la = `${pre}.linear_attn`;
+        layers.push({
+          kind: 'linear',
+          inputNorm: await vector(`${pre}.input_layernorm`),
+          inProjQkv: await matrix(`${la}.in_proj_qkv`),
+          inProjZ: await matrix(`${la}.in_proj_z`),
+          inProjB: await matrix(`${la}.in_proj_b`),
+          inProjA: await matrix(`${la}.in_proj_a`),
+          // [C, Kc, 1] (MLX) and [C, 1, Kc] (HF) share the memory order c·Kc + j.
+          conv: await vector(`${la}.conv1d`),
+          aLog: await vector(`${la}.A_log`),
+          dtBias: await vector(`${la}.dt_bias`),
+          norm: await vector(`${la}.norm`),
+          outProj: await matrix(`${la}.out_proj`),
+          postNorm: await vector(`${pre}.post_attention_layernorm`),
+          mlp: await mlp(i),
+        });
+      } else {
+        const sa = `${pre}.self_attn`;
+        layers.push({
+          kind: 'full',
+          inputNorm: await vector(`${pre}.input_layernorm`),
+          q: await matrix(`${sa}.q_proj`),
+          k: await matrix(`${sa}.k_proj`),
+          v: await matrix(`${sa}.v_proj`),
+          o: await matrix(`${sa}.o_proj`),
+          qNorm: await vector(`${sa}.q_norm`),
+          kNorm: await vector(`${sa}.k_norm`),
+          postNorm: await vector(`${pre}.post_attention_layernorm`),
+          mlp: await mlp(i),
+        });
+      }
+    }
+    const finalNorm = await vector('norm');
+    const lmHead = ckpt.tied ? embed : await matrix('lm_head');
+    return { embed, lmHead, finalNorm, layers };
+  } catch (e) {
+    for (const c of created) ('parts' in c ? destroyGpuLinear(c) : c.destroy());
+    throw e;
+  }
+}
+
+export function destroyModelWeights(w: ModelWeights): void {
+  const seen = new Set<GpuLinear>();
+  const lin = (l: GpuLinear) => { if (!seen.has(l)) { seen.add(l); destroyGpuLinear(l); } };
+  lin(w.embed); lin(w.lmHead); w.finalNorm.destroy();
+  for (const l of w.layers) {
+    l.inputNorm.destroy(); l.postNorm.destroy();
+    lin(l.mlp.gate); lin(l.mlp.up); lin(l.mlp.down);
+    if (l.kind === 'linear') {
+      for (const m of [l.inProjQkv, l.inProjZ, l.inProjB, l.inProjA, l.outProj]) lin(m);
+      for (const b of [l.conv, l.aLog, l.dtBias, l.norm]) b.destroy();
+    } else {
+      for (const m of [l.q, l.k, l.v, l.o]) lin(m);
+      l.qNorm.destroy(); l.kNorm.destroy();
+    }
+  }
+}

@@ -1,0 +1,492 @@
+// Opens a Qwen3.5 checkpoint (MLX or HF naming, one file or sharded), decides per module how it is stored
+// (spec §5.1) and checks every tensor of the text model against the shapes the config implies (spec §2).
+// Only headers are read here; weights are fetched on demand through the ByteSource.
+
+import { dims, normaliseName, parseConfig, type ModelConfig, type QuantParams } from './config.ts';
+import { decodeFloats, decodeU32, isFloatDType, type DType, type FloatDType } from './dtype.ts';
+import { dequantizeAffine, toScaleDtype, type ScaleDtype } from './quant.ts';
+import {
+  FormatError, fmtShape, isNotFound, parseSafetensorsHeader, shapeSize,
+  type ByteSource, type SafetensorsHeader,
+} from './safetensors.ts';
+
+export interface TensorEntry {
+  file: string;
+  rawName: string;
+  dtype: DType;
+  shape: number[];
+  begin: number;
+  end: number;
+}
+
+/**
+ * What a module is, which decides how its weights are used: `norm` gains are zero-centred in HF checkpoints,
+ * `gated_norm` (linear_attn.norm) never is.
+ */
+export type ModuleRole = 'embedding' | 'linear' | 'norm' | 'gated_norm' | 'conv1d' | 'vector';
+
+export interface AffinePlan {
+  kind: 'affine';
+  path: string;
+  role: ModuleRole;
+  bits: number;
+  groupSize: number;
+  /** Logical (unpacked) matrix [rows, cols] = [out, in]. */
+  rows: number;
+  cols: number;
+  scaleDtype: ScaleDtype;
+  weight: TensorEntry;
+  scales: TensorEntry;
+  biases: TensorEntry;
+}
+
+export interface FloatPlan {
+  kind: 'float';
+  path: string;
+  role: ModuleRole;
+  dtype: FloatDType;
+  shape: number[];
+  weight: TensorEntry;
+}
+
+export type ModulePlan = AffinePlan | FloatPlan;
+
+export interface Checkpoint {
+  config: ModelConfig;
+  /** lm_head reuses embed_tokens (config says so, or there is no lm_head tensor). */
+  tied: boolean;
+  /** HF layout: RMSNorm gain = 1 + stored (never for linear_attn.norm). */
+  normShift: boolean;
+  isMlx: boolean;
+  /** The safetensors files that hold the weights. */
+  files: string[];
+  /** Normalised module path → how it is stored, in layout order. */
+  modules: Map<string, ModulePlan>;
+  /** Normalised tensor name → where its bytes are. Only tensors of the text model. */
+  tensors: Map<string, TensorEntry>;
+  /** Raw names present in the files but not used (vision tower, MTP head, tied lm_head, unknown extras). */
+  ignored: string[];
+  readTensor(name: string): Promise<Uint8Array>;
+  source: ByteSource;
+}
+
+export interface LayoutModule {
+  path: string;
+  role: ModuleRole;
+  /** Whether MLX converters may store it quantized (Linear / Embedding modules, spec §5.6). */
+  quantizable: boolean;
+  /** Normalised name of the weight tensor (the bare path for A_log and dt_bias). */
+  tensor: string;
+  /** Logical shape: [out, in] for linears and embeddings, the stored shape for everything else. */
+  shape: number[];
+}
+
+const INDEX_FILE = 'model.safetensors.index.json';
+const SINGLE_FILE = 'model.safetensors';
+const MAX_LISTED_PROBLEMS = 25;
+
+/** Every module of the Qwen3.5 text model as the config describes it (spec §2.1), in forward order. */
+export function layoutModules(c: ModelConfig, opts: { tied: boolean; isMlx?: boolean }): LayoutModule[] {
+  const d = c.hiddenSize;
+  const { valueDim, convDim } = dims(c);
+  const Hv = c.linearNumValueHeads;
+  const Kc = c.convKernel;
+  const out: LayoutModule[] = [];
+  const add = (path: string, role: ModuleRole, shape: number[], bare = false) =>
+    out.push({ path, role, quantizable: role === 'linear' || role === 'embedding', tensor: bare ? path : `${path}.weight`, shape });
+
+  add('embed_tokens', 'embedding', [c.vocabSize, d]);
+  c.layerTypes.forEach((t, i) => {
+    const p = `layers.${i}`;
+    add(`${p}.input_layernorm`, 'norm', [d]);
+    if (t === 'linear_attention') {
+      const a = `${p}.linear_attn`;
+      add(`${a}.in_proj_qkv`, 'linear', [convDim, d]);
+      add(`${a}.in_proj_z`, 'linear', [valueDim, d]);
+      add(`${a}.in_proj_b`, 'linear', [Hv, d]);
+      add(`${a}.in_proj_a`, 'linear', [Hv, d]);
+      add(`${a}.conv1d`, 'conv1d', opts.isMlx === false ? [convDim, 1, Kc] : [convDim, Kc, 1]);
+      add(`${a}.dt_bias`, 'vector', [Hv], true);
+      add(`${a}.A_log`, 'vector', [Hv], true);
+      add(`${a}.norm`, 'gated_norm', [c.linearValueHeadDim]);
+      add(`${a}.out_proj`, 'linear', [d, valueDim]);
+    } else {
+      const a = `${p}.self_attn`;
+      const D = c.headDim;
+      add(`${a}.q_proj`, 'linear', [2 * c.numHeads * D, d]);
+      add(`${a}.k_proj`, 'linear', [c.numKvHeads * D, d]);
+      add(`${a}.v_proj`, 'linear', [c.numKvHeads * D, d]);
+      add(`${a}.o_proj`, 'linear', [d, c.numHeads * D]);
+      add(`${a}.q_norm`, 'norm', [D]);
+      add(`${a}.k_norm`, 'norm', [D]);
+    }
+    add(`${p}.post_attention_layernorm`, 'norm', [d]);
+    add(`${p}.mlp.gate_proj`, 'linear', [c.intermediateSize, d]);
+    add(`${p}.mlp.up_proj`, 'linear', [c.intermediateSize, d]);
+    add(`${p}.mlp.down_proj`, 'linear', [d, c.intermediateSize]);
+  });
+  add('norm', 'norm', [d]);
+  if (!opts.tied) add('lm_head', 'linear', [c.vocabSize, d]);
+  return out;
+}
+
+/** Vision tower and MTP head tensors: present in many checkpoints, never used by the text model. */
+function isSkipped(rawName: string, normalised: string): boolean {
+  return /^(vision_tower|visual|mtp)\./.test(normalised) || /^(vision_tower|mtp)\./.test(rawName) ||
+    rawName.startsWith('model.visual.');
+}
+
+async function readJson(src: ByteSource, file: string): Promise<unknown> {
+  const size = await src.size(file);
+  const bytes = await src.read(file, 0, size);
+  try {
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch (e) {
+    throw new FormatError(`${file}: not valid JSON (${(e as Error).message})`);
+  }
+}
+
+/** The safetensors files of the checkpoint and, when sharded, the index's name → file map. */
+async function listWeightFiles(src: ByteSource): Promise<{ files: string[]; weightMap: Map<string, string> | null }> {
+  let index: unknown;
+  try {
+    index = await readJson(src, INDEX_FILE);
+  } catch (e) {
+    if (!isNotFound(e)) throw e;
+    try {
+      await src.size(SINGLE_FILE);
+    } catch (e2) {
+      if (isNotFound(e2)) throw new FormatError(`neither ${INDEX_FILE} nor ${SINGLE_FILE} found in ${src.describe()}`);
+      throw e2;
+    }
+    return { files: [SINGLE_FILE], weightMap: null };
+  }
+  const wm = (index as { weight_map?: unknown } | null)?.weight_map;
+  if (!wm || typeof wm !== 'object' || Array.isArray(wm)) {
+    throw new FormatError(`${INDEX_FILE}: expected an object with a "weight_map" object, found ${JSON.stringify(index).slice(0, 200)}`);
+  }
+  const weightMap = new Map<string, string>();
+  for (const [name, file] of Object.entries(wm as Record<string, unknown>)) {
+    if (typeof file !== 'string' || file.includes('..') || file.startsWith('/')) {
+      throw new FormatError(`${INDEX_FILE}: weight_map["${name}"] must be a shard file name, found ${JSON.stringify(file)}`);
+    }
+    weightMap.set(name, file);
+  }
+  return { files: [...new Set(weightMap.values())].sort(), weightMap };
+}
+
+/** Collects problems so one run reports all of them, not just the first. */
+function problems() {
+  const list: string[] = [];
+  return {
+    list,
+    add: (msg: string) => { list.push(msg); },
+    throwIfAny(where: string) {
+      if (list.length === 0) return;
+      if (list.length === 1) throw new FormatError(list[0]);
+      const shown = list.slice(0, MAX_LISTED_PROBLEMS).map((m) => `  - ${m}`).join('\n');
+      const more = list.length > MAX_LISTED_PROBLEMS ? `\n  ... and ${list.length - MAX_LISTED_PROBLEMS} more` : '';
+      throw new FormatError(`${where}: ${list.length} problems:\n${shown}${more}`);
+    },
+  };
+}
+
+function tensorDesc(t: TensorEntry): string {
+  return `${t.file}: tensor "${t.rawName}"`;
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+/** MLX stores conv1d as [C, Kc, 1], HF as [C, 1, Kc] (spec §2.2); the naming decides only when no conv exists. */
+function detectLayout(c: ModelConfig, tensors: Map<string, TensorEntry>, report: (m: string) => void): boolean {
+  let verdict: boolean | null = null;
+  c.layerTypes.forEach((t, i) => {
+    if (t !== 'linear_attention') return;
+    const conv = tensors.get(`layers.${i}.linear_attn.conv1d.weight`);
+    if (!conv || conv.shape.length !== 3 || c.convKernel === 1) return;
+    const [, a, b] = conv.shape;
+    const mlx = a === c.convKernel && b === 1 ? true : a === 1 && b === c.convKernel ? false : null;
+    if (mlx === null) return; // the per-tensor shape check reports it
+    if (verdict === null) verdict = mlx;
+    else if (verdict !== mlx) report(`${tensorDesc(conv)}: conv1d layout ${fmtShape(conv.shape)} differs from earlier layers (mixed MLX [C, Kc, 1] and HF [C, 1, Kc] layouts)`);
+  });
+  if (verdict !== null) return verdict;
+  for (const t of tensors.values()) if (t.rawName.startsWith('language_model.')) return true;
+  return ![...tensors.values()].some((t) => t.rawName.startsWith('model.'));
+}
+
+export async function openCheckpoint(src: ByteSource): Promise<Checkpoint> {
+  const rawConfig = await readJson(src, 'config.json').catch((e) => {
+    if (isNotFound(e)) throw new FormatError(`config.json: not found in ${src.describe()}`);
+    throw e;
+  });
+  const config = parseConfig(rawConfig);
+  const { files, weightMap } = await listWeightFiles(src);
+  const headers = await Promise.all(files.map((f) => parseSafetensorsHeader(f, src).catch((e) => {
+    if (isNotFound(e)) throw new FormatError(`${f}: listed in ${INDEX_FILE} but not found in ${src.describe()}`);
+    throw e;
+  })));
+
+  const p = problems();
+  if (weightMap) checkWeightMap(weightMap, headers, p.add);
+  const { tensors, ignored } = collectTensors(headers, p.add);
+  p.throwIfAny(src.describe());
+
+  const isMlx = detectLayout(config, tensors, p.add);
+  const hasLmHead = tensors.has('lm_head.weight');
+  const tied = config.tieWordEmbeddings || !hasLmHead;
+  if (tied && hasLmHead) {
+    // mlx-lm's sanitize deletes lm_head when the config ties it; do the same rather than guess.
+    for (const suffix of ['weight', 'scales', 'biases']) {
+      const t = tensors.get(`lm_head.${suffix}`);
+      if (t) { ignored.push(t.rawName); tensors.delete(`lm_head.${suffix}`); }
+    }
+  }
+
+  const layout = layoutModules(config, { tied, isMlx });
+  const modules = new Map<string, ModulePlan>();
+  const used = new Set<string>();
+  const where = files.length === 1 ? files[0] : `${INDEX_FILE} (${files.length} shards)`;
+  for (const m of layout) {
+    const plan = planModule(m, config, tensors, where, p.add);
+    for (const name of [m.tensor, `${m.path}.scales`, `${m.path}.biases`]) used.add(name);
+    if (plan) modules.set(m.path, plan);
+  }
+  for (const [name, t] of [...tensors]) {
+    if (used.has(name)) continue;
+    ignored.push(t.rawName);
+    tensors.delete(name);
+  }
+  p.throwIfAny(src.describe());
+
+  return {
+    config, tied, normShift: !isMlx, isMlx, files, modules, tensors, ignored, source: src,
+    readTensor: (name: string) => readEntry(src, lookup(tensors, name)),
+  };
+}
+
+function checkWeightMap(weightMap: Map<string, string>, headers: SafetensorsHeader[], report: (m: string) => void): void {
+  const byFile = new Map(headers.map((h) => [h.file, h]));
+  for (const [name, file] of weightMap) {
+    if (!byFile.get(file)?.tensors.has(name)) {
+      report(`${INDEX_FILE}: weight_map puts "${name}" in ${file}, but ${file} has no tensor of that name`);
+    }
+  }
+}
+
+function collectTensors(headers: SafetensorsHeader[], report: (m: string) => void) {
+  const tensors = new Map<string, TensorEntry>();
+  const ignored: string[] = [];
+  for (const h of headers) {
+    for (const [rawName, e] of h.tensors) {
+      const name = normaliseName(rawName);
+      if (isSkipped(rawName, name)) { ignored.push(rawName); continue; }
+      const prev = tensors.get(name);
+      if (prev) {
+        report(`${h.file}: tensor "${rawName}" and ${tensorDesc(prev)} both normalise to "${name}"`);
+        continue;
+      }
+      tensors.set(name, { file: h.file, rawName, ...e });
+    }
+  }
+  return { tensors, ignored };
+}
+
+function lookup(tensors: Map<string, TensorEntry>, name: string): TensorEntry {
+  const t = tensors.get(name) ?? tensors.get(normaliseName(name));
+  if (!t) throw new FormatError(`no tensor "${name}" in this checkpoint`);
+  return t;
+}
+
+async function readEntry(src: ByteSource, t: TensorEntry): Promise<Uint8Array> {
+  const bytes = await src.read(t.file, t.begin, t.end - t.begin);
+  if (bytes.byteLength !== t.end - t.begin) {
+    throw new FormatError(`${tensorDesc(t)}: read ${bytes.byteLength} bytes, expected ${t.end - t.begin}`);
+  }
+  return bytes;
+}
+
+/** Which quantization, if any, applies to a quantizable module (spec §5.1: override > false > scales → defaults). */
+function quantFor(m: LayoutModule, c: ModelConfig, scales: TensorEntry | undefined, report: (s: string) => void): QuantParams | null {
+  const q = c.quantization;
+  const ov = q?.overrides.get(m.path);
+  if (ov === false) {
+    if (scales) report(`${tensorDesc(scales)}: config.json quantization marks "${m.path}" as not quantized (false), but the checkpoint has its .scales`);
+    return null;
+  }
+  if (ov) return ov;
+  if (!scales) return null;
+  if (!q) {
+    report(`${tensorDesc(scales)}: quantized module "${m.path}" but config.json has no "quantization" block (cannot tell bits and group size)`);
+    return null;
+  }
+  return q.defaults;
+}
+
+function planModule(
+  m: LayoutModule, c: ModelConfig, tensors: Map<string, TensorEntry>, where: string, report: (s: string) => void,
+): ModulePlan | null {
+  const weight = tensors.get(m.tensor);
+  const scales = tensors.get(`${m.path}.scales`);
+  const biases = tensors.get(`${m.path}.biases`);
+  if (!weight) {
+    report(`${where}: missing tensor "${m.tensor}" (MLX key "language_model.${m.path === 'lm_head' ? '' : 'model.'}${m.tensor}"), expected ${m.quantizable ? 'a' : 'float'} ${fmtShape(m.shape)}${m.quantizable ? ' weight (float, or U32 packed with .scales/.biases)' : ''}`);
+    return null;
+  }
+  if (!m.quantizable) {
+    if (scales || biases) {
+      report(`${tensorDesc((scales ?? biases)!)}: "${m.path}" is never quantized by MLX (${m.role}), found a quantization companion tensor`);
+    }
+    return floatPlan(m, weight, m.shape, report);
+  }
+  const params = quantFor(m, c, scales, report);
+  if (!params) {
+    if (weight.dtype === 'U32') {
+      report(`${tensorDesc(weight)}: U32 (packed) weight but no quantization applies to "${m.path}" (${scales ? 'marked false in config.json' : 'no .scales tensor'}); expected a float ${fmtShape(m.shape)}`);
+      return null;
+    }
+    if (biases && !scales) report(`${tensorDesc(biases)}: .biases without .scales for "${m.path}"`);
+    return floatPlan(m, weight, m.shape, report);
+  }
+  if (params.mode !== 'affine') {
+    report(`${tensorDesc(weight)}: quantization mode "${params.mode}" (bits ${params.bits}, group ${params.groupSize}) of "${m.path}" is not supported yet (affine only)`);
+    return null;
+  }
+  return affinePlan(m, params, weight, scales, biases, where, report);
+}
+
+function floatPlan(m: LayoutModule, weight: TensorEntry, shape: number[], report: (s: string) => void): FloatPlan | null {
+  let ok = true;
+  if (!isFloatDType(weight.dtype)) {
+    report(`${tensorDesc(weight)}: expected a float dtype (BF16, F16 or F32) for "${m.path}", found ${weight.dtype}`);
+    ok = false;
+  }
+  if (!sameShape(weight.shape, shape)) {
+    report(`${tensorDesc(weight)}: expected shape ${fmtShape(shape)} from config.json, found ${fmtShape(weight.shape)}`);
+    ok = false;
+  }
+  return ok ? { kind: 'float', path: m.path, role: m.role, dtype: weight.dtype as FloatDType, shape, weight } : null;
+}
+
+function affinePlan(
+  m: LayoutModule, q: QuantParams, weight: TensorEntry, scales: TensorEntry | undefined, biases: TensorEntry | undefined,
+  where: string, report: (s: string) => void,
+): AffinePlan | null {
+  const [rows, cols] = m.shape;
+  const { bits, groupSize } = q;
+  const qdesc = `${bits}-bit group ${groupSize}`;
+  let ok = true;
+  const bad = (msg: string) => { report(msg); ok = false; };
+  if (!scales) bad(`${where}: missing tensor "${m.path}.scales": config.json says "${m.path}" is ${qdesc}`);
+  if (!biases) bad(`${where}: missing tensor "${m.path}.biases": config.json says "${m.path}" is ${qdesc} (affine needs biases)`);
+  if (cols % groupSize !== 0) bad(`${tensorDesc(weight)}: input dimension ${cols} is not a multiple of group size ${groupSize}`);
+  const packed = [rows, (cols * bits) / 32];
+  if (weight.dtype !== 'U32') {
+    bad(`${tensorDesc(weight)}: expected U32 packed ${qdesc} weight ${fmtShape(packed)}, found ${weight.dtype} ${fmtShape(weight.shape)}`);
+  } else if (!sameShape(weight.shape, packed)) {
+    const implied = weight.shape.length === 2 && weight.shape[0] === rows ? (weight.shape[1] * 32) / cols : NaN;
+    const hint = Number.isInteger(implied) ? ` (that is ${implied}-bit packing)` : '';
+    bad(`${tensorDesc(weight)}: expected U32 ${fmtShape(packed)} for ${qdesc} [${rows}, ${cols}], found ${fmtShape(weight.shape)}${hint}`);
+  }
+  const sShape = [rows, cols / groupSize];
+  for (const t of [scales, biases]) {
+    if (!t) continue;
+    if (!isFloatDType(t.dtype)) bad(`${tensorDesc(t)}: expected a float dtype (BF16, F16 or F32), found ${t.dtype}`);
+    if (!sameShape(t.shape, sShape)) bad(`${tensorDesc(t)}: expected shape ${fmtShape(sShape)} for ${qdesc} [${rows}, ${cols}], found ${fmtShape(t.shape)}`);
+  }
+  if (scales && biases && scales.dtype !== biases.dtype) {
+    bad(`${tensorDesc(biases)}: dtype ${biases.dtype} differs from the scales' ${scales.dtype}`);
+  }
+  if (!ok || !scales || !biases) return null;
+  return {
+    kind: 'affine', path: m.path, role: m.role, bits, groupSize, rows, cols,
+    scaleDtype: toScaleDtype(scales.dtype), weight, scales, biases,
+  };
+}
+
+function planOf(ckpt: Checkpoint, path: string): ModulePlan {
+  const plan = ckpt.modules.get(path);
+  if (!plan) throw new FormatError(`no module "${path}" in this checkpoint`);
+  return plan;
+}
+
+/** A float tensor decoded to f32 (BF16 / F16 / F32 on disk). */
+export async function loadFloat(ckpt: Checkpoint, tensorName: string): Promise<Float32Array> {
+  const t = lookup(ckpt.tensors, tensorName);
+  if (!isFloatDType(t.dtype)) throw new FormatError(`${tensorDesc(t)}: expected a float dtype, found ${t.dtype}`);
+  return decodeFloats(await readEntry(ckpt.source, t), t.dtype);
+}
+
+/** A module's weight as f32: [rows, cols] for affine modules, the stored shape for float ones. */
+export async function dequantModule(ckpt: Checkpoint, path: string): Promise<Float32Array> {
+  const plan = planOf(ckpt, path);
+  if (plan.kind === 'float') return loadFloat(ckpt, plan.weight.rawName);
+  const [w, s, b] = await Promise.all([plan.weight, plan.scales, plan.biases].map((t) => readEntry(ckpt.source, t)));
+  return dequantizeAffine(decodeU32(w), s, b, plan.rows, plan.cols, plan.bits, plan.groupSize, plan.scaleDtype);
+}
+
+/**
+ * The weights a CPU reference forward needs, keyed by module path, all f32: linears and embeddings dequantised
+ * [out·in]; norms as their EFFECTIVE gain; conv1d as [C, Kc] with j = Kc−1 the current token; A_log, dt_bias.
+ */
+export async function referenceWeights(ckpt: Checkpoint): Promise<Map<string, Float32Array>> {
+  const out = new Map<string, Float32Array>();
+  for (const [path, plan] of ckpt.modules) {
+    const w = await dequantModule(ckpt, path);
+    // [C, Kc, 1] and [C, 1, Kc] have the same memory order, c·Kc + j, so conv1d needs no reshuffle.
+    if (plan.role === 'norm' && ckpt.normShift) {
+      for (let i = 0; i < w.length; i++) w[i] = Math.fround(1 + w[i]);
+    }
+    out.set(path, w);
+  }
+  return out;
+}
+
+export interface ModuleSummary {
+  path: string;
+  kind: 'affine' | 'float';
+  bits: number | null;
+  groupSize: number | null;
+  /** Float modules: the weight dtype; affine: the scale/bias dtype. */
+  dtype: string;
+  /** Logical shape ([out, in] for affine modules). */
+  shape: number[];
+  bytes: number;
+}
+
+export interface CheckpointSummary {
+  modules: ModuleSummary[];
+  /** "affine 4-bit g64" / "float BF16" → total bytes on disk. */
+  bytesByKind: Record<string, number>;
+  totalBytes: number;
+  tied: boolean;
+  layout: 'mlx' | 'hf';
+  files: string[];
+}
+
+export function summarizeCheckpoint(ckpt: Checkpoint): CheckpointSummary {
+  const modules: ModuleSummary[] = [];
+  const bytesByKind: Record<string, number> = {};
+  let totalBytes = 0;
+  const size = (t: TensorEntry) => t.end - t.begin;
+  for (const plan of ckpt.modules.values()) {
+    const row: ModuleSummary = plan.kind === 'affine'
+      ? {
+        path: plan.path, kind: 'affine', bits: plan.bits, groupSize: plan.groupSize, dtype: plan.scales.dtype,
+        shape: [plan.rows, plan.cols], bytes: size(plan.weight) + size(plan.scales) + size(plan.biases),
+      }
+      : { path: plan.path, kind: 'float', bits: null, groupSize: null, dtype: plan.dtype, shape: plan.shape, bytes: size(plan.weight) };
+    modules.push(row);
+    const label = row.kind === 'affine' ? `affine ${row.bits}-bit g${row.groupSize}` : `float ${row.dtype}`;
+    bytesByKind[label] = (bytesByKind[label] ?? 0) + row.bytes;
+    totalBytes += row.bytes;
+  }
+  return { modules, bytesByKind, totalBytes, tied: ckpt.tied, layout: ckpt.isMlx ? 'mlx' : 'hf', files: ckpt.files };
+}
+
+/** Element count of a module's logical weight (for size estimates before any bytes are read). */
+export function moduleElements(plan: ModulePlan): number {
+  return plan.kind === 'affine' ? plan.rows * plan.cols : shapeSize(plan.shape);
+}

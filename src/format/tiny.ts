@@ -1,0 +1,339 @@
+// Tiny random Qwen3.5 checkpoints in the exact on-disk layout of the published MLX recipes, for tests of the
+// loader, the kernels and the whole model. Weights are a function of (seed, tensor name) only, so every recipe
+// (and the HF-named variant) stores the same underlying model, just quantized differently.
+
+import { normaliseName } from './config.ts';
+import { encodeFloats } from './dtype.ts';
+import { quantizeAffine } from './quant.ts';
+import { writeCheckpointFiles, type TensorData } from './writer.ts';
+
+export const TINY_RECIPES = ['bf16', 'propc', 'unsloth3', 'udq2', 'q4g32', 'q8g128'] as const;
+export type TinyRecipe = (typeof TINY_RECIPES)[number];
+
+export interface TinyOptions {
+  seed?: number;
+  /** HF naming (model.language_model.*), conv1d [C, 1, Kc], zero-centred norm gains (no +1). */
+  hf?: boolean;
+  /** Override the recipe's shard count (udq2 defaults to 3, everything else to 1). */
+  shards?: number;
+}
+
+export const TINY_SHAPE = {
+  hiddenSize: 256,
+  numLayers: 8,
+  numHeads: 4,
+  numKvHeads: 2,
+  headDim: 64,
+  linearKeyHeads: 2,
+  linearValueHeads: 4,
+  linearHeadDim: 32,
+  convKernel: 4,
+  intermediateSize: 512,
+  vocabSize: 1024,
+} as const;
+
+interface Quant { bits: number; groupSize: number }
+
+interface Recipe {
+  /** Global quantization block; null = unquantized checkpoint. */
+  defaults: Quant | null;
+  /** Whether the block and its per-module dicts carry "mode": "affine" (older files omit it). */
+  writeMode: boolean;
+  tied: boolean;
+  /** Quantization of each Linear/Embedding, by module path (normalised); null = left in bf16. */
+  quant(path: string): Quant | null;
+  shards: number;
+}
+
+/** The module type a path ends with: "q_proj", "in_proj_qkv", "embed_tokens", ... */
+function leaf(path: string): string {
+  return path.slice(path.lastIndexOf('.') + 1);
+}
+
+const g64 = (bits: number): Quant => ({ bits, groupSize: 64 });
+
+const RECIPES: Record<TinyRecipe, Recipe> = {
+  bf16: { defaults: null, writeMode: false, tied: true, shards: 1, quant: () => null },
+  // Proposal C: everything 8-bit by default; only the GDN input projections and the MLP get per-layer dicts.
+  propc: {
+    defaults: g64(8), writeMode: true, tied: false, shards: 1,
+    quant: (p) => {
+      const l = leaf(p);
+      if (l.startsWith('in_proj_')) return g64(6);
+      if (l.endsWith('_proj') && p.includes('.mlp.')) return g64(5);
+      return g64(8);
+    },
+  },
+  unsloth3: {
+    defaults: g64(3), writeMode: false, tied: false, shards: 1,
+    quant: (p) => {
+      switch (leaf(p)) {
+        case 'embed_tokens': return g64(5);
+        case 'lm_head': return g64(6);
+        case 'q_proj': case 'k_proj': case 'v_proj': case 'in_proj_qkv': case 'in_proj_z': return g64(5);
+        case 'down_proj': return g64(4);
+        case 'gate_proj': case 'up_proj': return g64(3);
+        default: return null; // o_proj, out_proj, in_proj_a, in_proj_b
+      }
+    },
+  },
+  udq2: {
+    defaults: g64(2), writeMode: true, tied: false, shards: 3,
+    quant: (p) => {
+      switch (leaf(p)) {
+        case 'gate_proj': case 'up_proj': return g64(2);
+        case 'down_proj': return g64(3);
+        case 'lm_head': return g64(5);
+        case 'out_proj': return null;
+        default: return g64(4); // embed, q/k/v/o, in_proj_*
+      }
+    },
+  },
+  q4g32: { defaults: { bits: 4, groupSize: 32 }, writeMode: true, tied: true, shards: 1, quant: () => ({ bits: 4, groupSize: 32 }) },
+  q8g128: { defaults: { bits: 8, groupSize: 128 }, writeMode: true, tied: false, shards: 1, quant: () => ({ bits: 8, groupSize: 128 }) },
+};
+
+/** The bits and group size a recipe gives a Linear/Embedding module (normalised path); null = float. */
+export function tinyRecipeQuant(recipe: TinyRecipe, path: string): Quant | null {
+  return RECIPES[recipe].quant(path);
+}
+
+export function tinyRecipeTied(recipe: TinyRecipe): boolean {
+  return RECIPES[recipe].tied;
+}
+
+// ---- deterministic randomness -------------------------------------------------------------------------
+
+function hash32(s: string, seed: number): number {
+  let h = (0x811c9dc5 ^ Math.imul(seed | 0, 0x9e3779b9)) >>> 0;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
+  return h;
+}
+
+/** mulberry32-style generator: small, fast and good enough for test weights. */
+function uniformGen(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function normals(n: number, std: number, seed: number, name: string): Float32Array {
+  const u = uniformGen(hash32(name, seed));
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i += 2) {
+    const r = Math.sqrt(-2 * Math.log(1 - u())) * std;
+    const th = 2 * Math.PI * u();
+    out[i] = r * Math.cos(th);
+    if (i + 1 < n) out[i + 1] = r * Math.sin(th);
+  }
+  return out;
+}
+
+function uniforms(n: number, lo: number, hi: number, seed: number, name: string): Float32Array {
+  const u = uniformGen(hash32(name, seed));
+  return Float32Array.from({ length: n }, () => lo + (hi - lo) * u());
+}
+
+// ---- the model -------------------------------------------------------------------------------------------
+
+type Role = 'embedding' | 'linear' | 'norm' | 'gated_norm' | 'conv1d' | 'A_log' | 'dt_bias';
+
+interface TinyModule { path: string; role: Role; shape: number[] }
+
+function tinyModules(tied: boolean): TinyModule[] {
+  const s = TINY_SHAPE;
+  const d = s.hiddenSize;
+  const keyDim = s.linearKeyHeads * s.linearHeadDim;
+  const valueDim = s.linearValueHeads * s.linearHeadDim;
+  const convDim = 2 * keyDim + valueDim;
+  const Hv = s.linearValueHeads;
+  const mods: TinyModule[] = [{ path: 'embed_tokens', role: 'embedding', shape: [s.vocabSize, d] }];
+  const add = (path: string, role: Role, shape: number[]) => mods.push({ path, role, shape });
+  tinyLayerTypes().forEach((t, i) => {
+    const p = `layers.${i}`;
+    add(`${p}.input_layernorm`, 'norm', [d]);
+    add(`${p}.post_attention_layernorm`, 'norm', [d]);
+    if (t === 'linear_attention') {
+      const a = `${p}.linear_attn`;
+      add(`${a}.in_proj_qkv`, 'linear', [convDim, d]);
+      add(`${a}.in_proj_z`, 'linear', [valueDim, d]);
+      add(`${a}.in_proj_b`, 'linear', [Hv, d]);
+      add(`${a}.in_proj_a`, 'linear', [Hv, d]);
+      add(`${a}.conv1d`, 'conv1d', [convDim, s.convKernel]);
+      add(`${a}.dt_bias`, 'dt_bias', [Hv]);
+      add(`${a}.A_log`, 'A_log', [Hv]);
+      add(`${a}.norm`, 'gated_norm', [s.linearHeadDim]);
+      add(`${a}.out_proj`, 'linear', [d, valueDim]);
+    } else {
+      const a = `${p}.self_attn`;
+      const D = s.headDim;
+      add(`${a}.q_proj`, 'linear', [2 * s.numHeads * D, d]);
+      add(`${a}.k_proj`, 'linear', [s.numKvHeads * D, d]);
+      add(`${a}.v_proj`, 'linear', [s.numKvHeads * D, d]);
+      add(`${a}.o_proj`, 'linear', [d, s.numHeads * D]);
+      add(`${a}.q_norm`, 'norm', [D]);
+      add(`${a}.k_norm`, 'norm', [D]);
+    }
+    add(`${p}.mlp.gate_proj`, 'linear', [s.intermediateSize, d]);
+    add(`${p}.mlp.up_proj`, 'linear', [s.intermediateSize, d]);
+    add(`${p}.mlp.down_proj`, 'linear', [d, s.intermediateSize]);
+  });
+  add('norm', 'norm', [d]);
+  if (!tied) add('lm_head', 'linear', [s.vocabSize, d]);
+  return mods;
+}
+
+function tinyLayerTypes(): ('linear_attention' | 'full_attention')[] {
+  return Array.from({ length: TINY_SHAPE.numLayers }, (_, i) => ((i + 1) % 4 === 0 ? 'full_attention' : 'linear_attention'));
+}
+
+/**
+ * Scales chosen so the logits spread over a few units (std ≈ 4-5, top-1 margins mostly ≫ 4e-3) and nothing
+ * saturates: 1/sqrt(in) linears keep activations near unit RMS, and A in [1, 16] gives decays from slow to fast.
+ * The embedding std (0.3) sets the logit spread of the tied recipes (logits = E·h with |h|² ≈ d).
+ */
+function values(m: TinyModule, seed: number): Float32Array {
+  const n = m.shape.reduce((a, b) => a * b, 1);
+  switch (m.role) {
+    case 'embedding': return normals(n, 0.3, seed, m.path);
+    case 'linear': return normals(n, (m.path === 'lm_head' ? 4 : 1) / Math.sqrt(m.shape[1]), seed, m.path);
+    case 'norm': case 'gated_norm': return normals(n, 0.1, seed, m.path); // deviation from a gain of 1
+    case 'conv1d': return normals(n, 0.5, seed, m.path);
+    case 'A_log': return uniforms(n, 1, 16, seed, m.path).map(Math.log);
+    case 'dt_bias': return normals(n, 0.25, seed, m.path);
+  }
+}
+
+function rawName(path: string, suffix: string, hf: boolean): string {
+  const name = suffix ? `${path}.${suffix}` : path;
+  if (path === 'lm_head') return hf ? name : `language_model.${name}`;
+  return hf ? `model.language_model.${name}` : `language_model.model.${name}`;
+}
+
+function tensorsFor(m: TinyModule, q: Quant | null, seed: number, hf: boolean): TensorData[] {
+  const v = values(m, seed);
+  const [rows, cols] = m.shape;
+  switch (m.role) {
+    case 'embedding': case 'linear': {
+      if (!q) return [{ name: rawName(m.path, 'weight', hf), dtype: 'BF16', shape: m.shape, data: encodeFloats(v, 'BF16') }];
+      const r = quantizeAffine(v, rows, cols, q.bits, q.groupSize, 'bf16');
+      const sShape = [rows, cols / q.groupSize];
+      return [
+        { name: rawName(m.path, 'weight', hf), dtype: 'U32', shape: [rows, (cols * q.bits) / 32], data: new Uint8Array(r.weight.buffer) },
+        { name: rawName(m.path, 'scales', hf), dtype: 'BF16', shape: sShape, data: r.scales },
+        { name: rawName(m.path, 'biases', hf), dtype: 'BF16', shape: sShape, data: r.biases },
+      ];
+    }
+    case 'norm': {
+      // MLX sanitize adds the 1 in bf16, so the stored gain is bf16(1 + w); HF keeps the zero-centred w.
+      const stored = hf ? v : v.map((x) => 1 + x);
+      return [{ name: rawName(m.path, 'weight', hf), dtype: 'BF16', shape: m.shape, data: encodeFloats(stored, 'BF16') }];
+    }
+    case 'gated_norm':
+      return [{ name: rawName(m.path, 'weight', hf), dtype: 'BF16', shape: m.shape, data: encodeFloats(v.map((x) => 1 + x), 'BF16') }];
+    case 'conv1d': {
+      // [C, Kc, 1] and [C, 1, Kc] share the memory order c·Kc + j; only the recorded shape differs.
+      const shape = hf ? [rows, 1, cols] : [rows, cols, 1];
+      return [{ name: rawName(m.path, 'weight', hf), dtype: 'BF16', shape, data: encodeFloats(v, 'BF16') }];
+    }
+    case 'A_log':
+      return [{ name: rawName(m.path, '', hf), dtype: 'F32', shape: m.shape, data: encodeFloats(v, 'F32') }];
+    case 'dt_bias':
+      return [{ name: rawName(m.path, '', hf), dtype: 'BF16', shape: m.shape, data: encodeFloats(v, 'BF16') }];
+  }
+}
+
+/** Tensors a real VL checkpoint carries besides the text model; loaders must skip them. */
+function extras(seed: number, hf: boolean): TensorData[] {
+  const blob = (name: string) => ({ name, dtype: 'BF16' as const, shape: [8, 16], data: encodeFloats(normals(128, 0.1, seed, name), 'BF16') });
+  return [blob(hf ? 'model.visual.blocks.0.attn.qkv.weight' : 'vision_tower.blocks.0.attn.qkv.weight'), blob('mtp.fc.weight')];
+}
+
+function tinyConfig(tied: boolean): Record<string, unknown> {
+  const s = TINY_SHAPE;
+  return {
+    architectures: ['Qwen3_5ForConditionalGeneration'],
+    model_type: 'qwen3_5',
+    eos_token_id: s.vocabSize - 1,
+    tie_word_embeddings: tied,
+    text_config: {
+      model_type: 'qwen3_5_text',
+      hidden_size: s.hiddenSize,
+      intermediate_size: s.intermediateSize,
+      num_hidden_layers: s.numLayers,
+      num_attention_heads: s.numHeads,
+      num_key_value_heads: s.numKvHeads,
+      head_dim: s.headDim,
+      hidden_act: 'silu',
+      attention_bias: false,
+      attn_output_gate: true,
+      linear_num_key_heads: s.linearKeyHeads,
+      linear_num_value_heads: s.linearValueHeads,
+      linear_key_head_dim: s.linearHeadDim,
+      linear_value_head_dim: s.linearHeadDim,
+      linear_conv_kernel_dim: s.convKernel,
+      full_attention_interval: 4,
+      layer_types: tinyLayerTypes(),
+      max_position_embeddings: 4096,
+      rms_norm_eps: 1e-6,
+      vocab_size: s.vocabSize,
+      tie_word_embeddings: tied,
+      dtype: 'bfloat16',
+      rope_parameters: {
+        rope_type: 'default', rope_theta: 10000000, partial_rotary_factor: 0.25,
+        mrope_section: [3, 3, 2], mrope_interleaved: true,
+      },
+      eos_token_id: s.vocabSize - 1,
+    },
+  };
+}
+
+function quantizationBlock(r: Recipe, mods: TinyModule[], hf: boolean): Record<string, unknown> | null {
+  if (!r.defaults) return null;
+  const entry = (q: Quant) => (r.writeMode ? { group_size: q.groupSize, bits: q.bits, mode: 'affine' } : { group_size: q.groupSize, bits: q.bits });
+  const block: Record<string, unknown> = { group_size: r.defaults.groupSize, bits: r.defaults.bits };
+  if (r.writeMode) block.mode = 'affine';
+  for (const m of mods) {
+    if (m.role !== 'linear' && m.role !== 'embedding') continue;
+    const q = r.quant(m.path);
+    const key = rawName(m.path, '', hf);
+    if (!q) block[key] = false;
+    else if (q.bits !== r.defaults.bits || q.groupSize !== r.defaults.groupSize) block[key] = entry(q);
+  }
+  return block;
+}
+
+/** A complete checkpoint (file name → bytes) for one of the TINY_RECIPES. */
+export function makeTinyCheckpoint(recipe: TinyRecipe, opts: TinyOptions = {}): Map<string, Uint8Array> {
+  const r = RECIPES[recipe];
+  if (!r) throw new Error(`unknown tiny recipe "${recipe}" (expected one of ${TINY_RECIPES.join(', ')})`);
+  const seed = opts.seed ?? 0;
+  const hf = opts.hf ?? false;
+  const mods = tinyModules(r.tied);
+  const tensors: TensorData[] = [];
+  for (const m of mods) {
+    const quantizable = m.role === 'linear' || m.role === 'embedding';
+    tensors.push(...tensorsFor(m, quantizable ? r.quant(m.path) : null, seed, hf));
+  }
+  tensors.push(...extras(seed, hf));
+  const shards = opts.shards ?? r.shards;
+  // A module whose triplet spans shards catches loaders that assume one file per module.
+  const split = shards >= 3 ? splitCandidate(r, mods, hf) : [];
+  return writeCheckpointFiles(tinyConfig(r.tied), quantizationBlock(r, mods, hf), tensors, { shards, splitModules: split });
+}
+
+function splitCandidate(r: Recipe, mods: TinyModule[], hf: boolean): string[] {
+  const m = mods.find((x) => x.path === 'layers.0.mlp.down_proj' && r.quant(x.path)) ??
+    mods.find((x) => (x.role === 'linear' || x.role === 'embedding') && r.quant(x.path));
+  return m ? [rawName(m.path, '', hf)] : [];
+}
+
+/** Normalised module path of a raw tensor name of a tiny checkpoint (helper for tests). */
+export function tinyModulePath(raw: string): string {
+  return normaliseName(raw).replace(/\.(weight|scales|biases)$/, '');
+}

@@ -1,0 +1,72 @@
+// Per-sequence state on the GPU (spec §3.5 "Decode state"): conv ring and fp32 recurrent state for every
+// linear-attention layer, K/V caches for every full-attention layer. Nothing else carries across tokens.
+import type { GpuContext } from '../gpu/context.ts';
+import { dims, type ModelConfig } from '../format/config.ts';
+
+export interface LinearLayerState { kind: 'linear'; conv: GPUBuffer; recurrent: GPUBuffer }
+export interface FullLayerState { kind: 'full'; k: GPUBuffer; v: GPUBuffer }
+export type LayerState = LinearLayerState | FullLayerState;
+
+export interface SequenceState {
+  layers: LayerState[];
+  /** Tokens already in the sequence (the next token's position). */
+  position: number;
+  /** Capacity of the KV caches in tokens. */
+  maxContext: number;
+  bytes: number;
+}
+
+/** Bytes of state one sequence needs at `maxContext` tokens (for the memory estimate before loading). */
+export function stateBytes(cfg: ModelConfig, maxContext: number): { recurrent: number; conv: number; kv: number } {
+  const { convDim } = dims(cfg);
+  const nLinear = cfg.layerTypes.filter((t) => t === 'linear_attention').length;
+  const nFull = cfg.numLayers - nLinear;
+  return {
+    recurrent: nLinear * cfg.linearNumValueHeads * cfg.linearKeyHeadDim * cfg.linearValueHeadDim * 4,
+    conv: nLinear * (cfg.convKernel - 1) * convDim * 4,
+    kv: nFull * 2 * cfg.numKvHeads * maxContext * cfg.headDim * 4,
+  };
+}
+
+export function createSequenceState(ctx: GpuContext, cfg: ModelConfig, maxContext: number): SequenceState {
+  const { convDim } = dims(cfg);
+  const sizes = stateBytes(cfg, maxContext);
+  const kvBytes = cfg.numKvHeads * maxContext * cfg.headDim * 4;
+  if (kvBytes > ctx.limits.maxStorageBufferBindingSize) {
+    throw new Error(
+      `context length ${maxContext} needs a ${kvBytes} B KV cache per layer, above this device's ` +
+        `maxStorageBufferBindingSize (${ctx.limits.maxStorageBufferBindingSize} B); ask for a shorter context`,
+    );
+  }
+  const layers: LayerState[] = cfg.layerTypes.map((t, i) =>
+    t === 'linear_attention'
+      ? {
+          kind: 'linear',
+          conv: ctx.storage((cfg.convKernel - 1) * convDim * 4, `L${i}.conv_state`),
+          recurrent: ctx.storage(cfg.linearNumValueHeads * cfg.linearKeyHeadDim * cfg.linearValueHeadDim * 4, `L${i}.gdn_state`),
+        }
+      : { kind: 'full', k: ctx.storage(kvBytes, `L${i}.k_cache`), v: ctx.storage(kvBytes, `L${i}.v_cache`) },
+  );
+  const state: SequenceState = { layers, position: 0, maxContext, bytes: sizes.recurrent + sizes.conv + sizes.kv };
+  resetSequenceState(ctx, state);
+  return state;
+}
+
+/** A new sequence starts from zeros (KV caches need no clearing: attention reads only positions < position). */
+export function resetSequenceState(ctx: GpuContext, state: SequenceState): void {
+  const enc = ctx.device.createCommandEncoder();
+  for (const l of state.layers) {
+    if (l.kind === 'linear') {
+      enc.clearBuffer(l.conv);
+      enc.clearBuffer(l.recurrent);
+    }
+  }
+  ctx.device.queue.submit([enc.finish()]);
+  state.position = 0;
+}
+
+export function destroySequenceState(state: SequenceState): void {
+  for (const l of state.layers) {
+    if (l.kind === 'linear') { l.conv.destroy(); l.recurrent.destroy(); } else { l.k.destroy(); l.v.destroy(); }
+  }
+}

@@ -1,0 +1,201 @@
+// GPU linear / embedding kernels vs the CPU reference (src/model/reference-ops.ts) on MLX-quantised random weights.
+import '../src/node/shaders-node.ts';
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { getNodeGpu } from '../src/node/dawn.ts';
+import { readF32, uploadBytes, type GpuContext } from '../src/gpu/context.ts';
+import {
+  createGpuLinear, destroyGpuLinear, embedGather, linear, MATVEC_MAX_M,
+  type GpuLinear, type LinearFormat, type ScaleDtype,
+} from '../src/gpu/linear.ts';
+import { dequantizeAffine, quantizeAffine, toFloatDType } from '../src/format/quant.ts';
+import { decodeFloats, encodeFloats } from '../src/format/dtype.ts';
+import * as ref from '../src/model/reference-ops.ts';
+
+/** Deterministic uniform floats in [-a, a) (xorshift32), so failures reproduce. */
+function rand(n: number, seed: number, a = 1): Float32Array {
+  let s = seed >>> 0 || 1;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13; s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5; s >>>= 0;
+    out[i] = ((s / 4294967296) * 2 - 1) * a;
+  }
+  return out;
+}
+
+const u8 = (a: ArrayBufferView): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+
+interface Made { lin: GpuLinear; w: Float32Array }
+
+/** Quantise (or round to the float dtype) a random matrix, upload it, and return the f32 matrix the GPU sees. */
+function make(ctx: GpuContext, rows: number, cols: number, format: LinearFormat, seed: number, maxBytes?: number): Made {
+  const w0 = rand(rows * cols, seed, 0.5);
+  if (format.kind === 'affine') {
+    const q = quantizeAffine(w0, rows, cols, format.bits, format.groupSize, format.scaleDtype);
+    const w = dequantizeAffine(q.weight, q.scales, q.biases, rows, cols, format.bits, format.groupSize, format.scaleDtype);
+    const spec = { name: `w${rows}x${cols}`, rows, cols, format };
+    return { lin: createGpuLinear(ctx, spec, { weight: u8(q.weight), scales: q.scales, biases: q.biases }, maxBytes), w };
+  }
+  const bytes = encodeFloats(w0, toFloatDType(format.dtype));
+  const w = decodeFloats(bytes, toFloatDType(format.dtype));
+  return { lin: createGpuLinear(ctx, { name: `f${rows}x${cols}`, rows, cols, format }, { weight: bytes }, maxBytes), w };
+}
+
+/** Runs linear on the GPU with x placed at an offset and y written at an offset, and returns y. */
+async function runLinear(ctx: GpuContext, lin: GpuLinear, x: Float32Array, M: number): Promise<Float32Array> {
+  const xOffset = 5;
+  const yOffset = 3;
+  const xs = new Float32Array(xOffset + x.length);
+  xs.set(x, xOffset);
+  const xb = uploadBytes(ctx, xs);
+  const yb = ctx.storage((yOffset + M * lin.rows) * 4);
+  const enc = ctx.device.createCommandEncoder();
+  linear(ctx, enc, lin, xb, yb, M, { xOffset, yOffset });
+  ctx.device.queue.submit([enc.finish()]);
+  const y = await readF32(ctx, yb, M * lin.rows, yOffset);
+  xb.destroy();
+  yb.destroy();
+  return y;
+}
+
+function maxErr(got: Float32Array, want: Float32Array): { err: number; scale: number } {
+  assert.equal(got.length, want.length);
+  let err = 0;
+  let scale = 1;
+  for (let i = 0; i < want.length; i++) {
+    const d = Math.abs(got[i] - want[i]);
+    if (!(d <= err)) err = Number.isNaN(d) ? Infinity : d;
+    scale = Math.max(scale, Math.abs(want[i]));
+  }
+  return { err, scale };
+}
+
+function check(label: string, got: Float32Array, want: Float32Array): void {
+  const { err, scale } = maxErr(got, want);
+  console.log(`${label.padEnd(44)} max|Δ| ${err.toExponential(2)}  (max|ref| ${scale.toFixed(2)})`);
+  assert.ok(err <= 1e-4 * scale, `${label}: max |Δ| ${err} > ${1e-4 * scale}`);
+}
+
+async function checkLinear(ctx: GpuContext, label: string, m: Made, M: number, seed: number): Promise<void> {
+  const { lin, w } = m;
+  const x = rand(M * lin.cols, seed);
+  const got = await runLinear(ctx, lin, x, M);
+  check(`${label} M=${M}`, got, ref.linear(x, w, M, lin.rows, lin.cols));
+}
+
+const BITS = [2, 3, 4, 5, 6, 8] as const;
+const GROUPS = [32, 64, 128] as const;
+
+test('affine linear: every bits × group size, bf16 scales, M = 1 and 3 (matvec)', async () => {
+  const ctx = await getNodeGpu();
+  let seed = 1;
+  for (const bits of BITS) {
+    for (const groupSize of GROUPS) {
+      const rows = 37;
+      const cols = groupSize * (bits % 2 === 0 ? 2 : 3);
+      const m = make(ctx, rows, cols, { kind: 'affine', bits, groupSize, scaleDtype: 'bf16' }, seed++);
+      for (const M of [1, 3]) await checkLinear(ctx, `affine b${bits} g${groupSize} bf16 [${rows}x${cols}]`, m, M, seed++);
+      destroyGpuLinear(m.lin);
+    }
+  }
+});
+
+test('affine linear: f16 and f32 scales, longer rows, M = 1', async () => {
+  const ctx = await getNodeGpu();
+  const cases: [number, number, ScaleDtype, number, number][] = [
+    [4, 64, 'f16', 19, 1024], [3, 32, 'f16', 21, 320], [6, 128, 'f16', 13, 768],
+    [8, 32, 'f32', 11, 256], [5, 64, 'f32', 23, 640], [2, 128, 'f32', 9, 1280],
+  ];
+  let seed = 100;
+  for (const [bits, groupSize, scaleDtype, rows, cols] of cases) {
+    const m = make(ctx, rows, cols, { kind: 'affine', bits: bits as 4, groupSize: groupSize as 64, scaleDtype }, seed++);
+    await checkLinear(ctx, `affine b${bits} g${groupSize} ${scaleDtype} [${rows}x${cols}]`, m, 1, seed++);
+    destroyGpuLinear(m.lin);
+  }
+});
+
+test('affine linear: tiled GEMM for M > MATVEC_MAX_M, every bit width', async () => {
+  const ctx = await getNodeGpu();
+  let seed = 200;
+  for (const bits of BITS) {
+    const groupSize = GROUPS[bits % 3];
+    const scaleDtype: ScaleDtype = bits === 5 ? 'f16' : bits === 6 ? 'f32' : 'bf16';
+    const rows = bits === 4 ? 70 : 37;
+    const m = make(ctx, rows, groupSize * 3, { kind: 'affine', bits, groupSize, scaleDtype }, seed++);
+    const M = bits === 4 ? 17 : MATVEC_MAX_M + 1 + bits;
+    await checkLinear(ctx, `affine b${bits} g${groupSize} ${scaleDtype} [${rows}x${groupSize * 3}]`, m, M, seed++);
+    destroyGpuLinear(m.lin);
+  }
+});
+
+test('float linear: bf16, f16, f32 weights, odd rows, cols 192 / 256 / odd', async () => {
+  const ctx = await getNodeGpu();
+  let seed = 300;
+  const cases: [ScaleDtype, number, number][] = [
+    ['bf16', 37, 192], ['bf16', 21, 256], ['f16', 29, 192], ['f32', 33, 256], ['bf16', 13, 101], ['f32', 7, 45],
+  ];
+  for (const [dtype, rows, cols] of cases) {
+    const m = make(ctx, rows, cols, { kind: 'float', dtype }, seed++);
+    for (const M of [1, 3, 17]) await checkLinear(ctx, `float ${dtype} [${rows}x${cols}]`, m, M, seed++);
+    destroyGpuLinear(m.lin);
+  }
+});
+
+test('row split into parts gives identical results', async () => {
+  const ctx = await getNodeGpu();
+  const formats: LinearFormat[] = [
+    { kind: 'affine', bits: 3, groupSize: 64, scaleDtype: 'bf16' },
+    { kind: 'float', dtype: 'bf16' },
+  ];
+  for (const format of formats) {
+    const rows = 75;
+    const cols = 192;
+    const whole = make(ctx, rows, cols, format, 400);
+    // Tiny buffers: 72 bytes of 3-bit codes per row → 4 rows per part; 384 bytes of bf16 per row → 2 rows per part.
+    const split = make(ctx, rows, cols, format, 400, format.kind === 'affine' ? 300 : 800);
+    assert.ok(split.lin.parts.length > 10, `expected many parts, got ${split.lin.parts.length}`);
+    for (const M of [1, 9]) {
+      const x = rand(M * cols, 401 + M);
+      const a = await runLinear(ctx, whole.lin, x, M);
+      const b = await runLinear(ctx, split.lin, x, M);
+      assert.deepEqual(b, a, `${format.kind}: split result differs (M=${M})`);
+      check(`split ${format.kind} ${split.lin.parts.length} parts M=${M}`, b, ref.linear(x, whole.w, M, rows, cols));
+    }
+    destroyGpuLinear(whole.lin);
+    destroyGpuLinear(split.lin);
+  }
+  assert.throws(
+    () => make(ctx, 4, 256, { kind: 'float', dtype: 'f32' }, 1, 512),
+    /f4x256.*1024 bytes.*512-byte limit/,
+  );
+});
+
+test('embedGather: quantised and float tables, split into parts', async () => {
+  const ctx = await getNodeGpu();
+  const ids = new Uint32Array([0, 40, 7, 40, 99, 3, 63]);
+  const idsBuf = uploadBytes(ctx, ids);
+  const formats: [LinearFormat, number | undefined][] = [
+    [{ kind: 'affine', bits: 4, groupSize: 64, scaleDtype: 'bf16' }, undefined],
+    [{ kind: 'affine', bits: 6, groupSize: 32, scaleDtype: 'f16' }, 1000],
+    [{ kind: 'float', dtype: 'bf16' }, undefined],
+    [{ kind: 'float', dtype: 'f32' }, 3000],
+  ];
+  let seed = 500;
+  for (const [format, maxBytes] of formats) {
+    const rows = 100;
+    const cols = 256;
+    const { lin, w } = make(ctx, rows, cols, format, seed++, maxBytes);
+    const out = ctx.storage(ids.length * cols * 4);
+    const enc = ctx.device.createCommandEncoder();
+    embedGather(ctx, enc, lin, idsBuf, out, ids.length);
+    ctx.device.queue.submit([enc.finish()]);
+    const got = await readF32(ctx, out, ids.length * cols);
+    const name = format.kind === 'affine' ? `affine b${format.bits} g${format.groupSize} ${format.scaleDtype}` : `float ${format.dtype}`;
+    check(`embed ${name} (${lin.parts.length} parts)`, got, ref.embedGather(w, ids, cols));
+    out.destroy();
+    destroyGpuLinear(lin);
+  }
+  idsBuf.destroy();
+});

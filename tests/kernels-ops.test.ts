@@ -1,0 +1,279 @@
+// GPU kernels of src/gpu/ops.ts against the CPU reference (src/model/reference-ops.ts) on random inputs.
+// Tolerance: max |gpu − ref| ≤ 1e-4 · max(1, max |ref|). Shapes are deliberately odd (rows not multiples of the
+// workgroup size, head dims not multiples of the tile widths, GQA ratios 2 and 3).
+import '../src/node/shaders-node.ts';
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { getNodeGpu } from '../src/node/dawn.ts';
+import { readF32, uploadBytes, type GpuContext } from '../src/gpu/context.ts';
+import * as ops from '../src/gpu/ops.ts';
+import * as ref from '../src/model/reference-ops.ts';
+
+// Deterministic inputs (mulberry32) so a failure reproduces.
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+let rand = rng(1234);
+function randn(n: number, scale = 1, offset = 0): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = offset + scale * (2 * rand() - 1);
+  return out;
+}
+
+let ctx: GpuContext;
+async function gpu(): Promise<GpuContext> {
+  ctx ??= await getNodeGpu();
+  return ctx;
+}
+const up = (data: Float32Array): GPUBuffer => uploadBytes(ctx, data);
+const zeros = (n: number): GPUBuffer => ctx.storage(n * 4);
+async function exec(encode: (enc: GPUCommandEncoder) => void): Promise<void> {
+  const enc = ctx.device.createCommandEncoder();
+  encode(enc);
+  ctx.device.queue.submit([enc.finish()]);
+}
+const read = (buf: GPUBuffer, n: number): Promise<Float32Array> => readF32(ctx, buf, n);
+
+function check(name: string, got: Float32Array, want: Float32Array): void {
+  assert.equal(got.length, want.length, `${name}: length`);
+  let maxErr = 0;
+  let maxRef = 0;
+  for (let i = 0; i < want.length; i++) {
+    const e = Math.abs(got[i] - want[i]);
+    // NaN must fail, and `NaN > maxErr` is false.
+    if (!(e <= maxErr)) maxErr = Number.isNaN(e) ? Infinity : e;
+    maxRef = Math.max(maxRef, Math.abs(want[i]));
+  }
+  const tol = 1e-4 * Math.max(1, maxRef);
+  console.log(`${name}: max |Δ| = ${maxErr.toExponential(2)} (max |ref| ${maxRef.toFixed(3)}, tol ${tol.toExponential(1)})`);
+  assert.ok(maxErr <= tol, `${name}: max |Δ| ${maxErr} > ${tol}`);
+}
+
+test('rmsNorm', async () => {
+  await gpu();
+  for (const [rows, n] of [[7, 64], [5, 192], [3, 256], [301, 256], [2, 1000], [9, 20]]) {
+    const x = randn(rows * n, 3);
+    const gain = randn(n, 1, 1);
+    const y = zeros(rows * n);
+    await exec((enc) => ops.rmsNorm(ctx, enc, up(x), up(gain), y, rows, n, 1e-6));
+    check(`rmsNorm rows=${rows} n=${n}`, await read(y, rows * n), ref.rmsNorm(x, gain, rows, n, 1e-6));
+  }
+  // In place (q_norm / k_norm usage: rows = T·heads, n = D).
+  const rows = 5 * 3;
+  const n = 64;
+  const x = randn(rows * n, 2);
+  const gain = randn(n, 0.5, 1);
+  const xb = up(x);
+  await exec((enc) => ops.rmsNorm(ctx, enc, xb, up(gain), xb, rows, n, 1e-6));
+  check('rmsNorm in place', await read(xb, rows * n), ref.rmsNorm(x, gain, rows, n, 1e-6));
+});
+
+test('rmsNormGated', async () => {
+  await gpu();
+  for (const [rows, n] of [[6, 32], [10, 128], [3, 192]]) {
+    const x = randn(rows * n, 2);
+    const z = randn(rows * n, 4);
+    const gain = randn(n, 0.5, 1);
+    const y = zeros(rows * n);
+    await exec((enc) => ops.rmsNormGated(ctx, enc, up(x), up(z), up(gain), y, rows, n, 1e-6));
+    check(`rmsNormGated rows=${rows} n=${n}`, await read(y, rows * n), ref.rmsNormGated(x, z, gain, rows, n, 1e-6));
+  }
+  const rows = 8;
+  const n = 32;
+  const x = randn(rows * n, 2);
+  const z = randn(rows * n, 4);
+  const gain = randn(n, 0.5, 1);
+  const xb = up(x);
+  await exec((enc) => ops.rmsNormGated(ctx, enc, xb, up(z), up(gain), xb, rows, n, 1e-6));
+  check('rmsNormGated in place', await read(xb, rows * n), ref.rmsNormGated(x, z, gain, rows, n, 1e-6));
+});
+
+test('element-wise: splitQGate, sigmoidGateMul, swiglu, add', async () => {
+  await gpu();
+  const [T, H, D] = [5, 3, 64];
+  const qg = randn(T * H * 2 * D);
+  const q = zeros(T * H * D);
+  const gate = zeros(T * H * D);
+  await exec((enc) => ops.splitQGate(ctx, enc, up(qg), q, gate, T, H, D));
+  const want = ref.splitQGate(qg, T, H, D);
+  check('splitQGate q', await read(q, T * H * D), want.q);
+  check('splitQGate gate', await read(gate, T * H * D), want.gate);
+
+  const n = 70 * 192 + 3;
+  const a = randn(n, 3);
+  const g = randn(n, 30); // saturating gates on both sides
+  const ab = up(a);
+  await exec((enc) => ops.sigmoidGateMul(ctx, enc, ab, up(g), n));
+  check('sigmoidGateMul', await read(ab, n), ref.sigmoidGateMul(a, g));
+
+  const gt = randn(777, 30);
+  const u = randn(777, 2);
+  const out = zeros(777);
+  await exec((enc) => ops.swiglu(ctx, enc, up(gt), up(u), out, 777));
+  check('swiglu', await read(out, 777), ref.swiglu(gt, u));
+
+  const b = randn(n, 3);
+  const ab2 = up(a);
+  await exec((enc) => ops.add(ctx, enc, ab2, up(b), n));
+  check('add', await read(ab2, n), ref.add(a, b));
+});
+
+test('rope (partial and full rotary dim, large positions)', async () => {
+  await gpu();
+  const cases: Array<[number, number, number, number, number, number]> = [
+    // T, heads, D, R, p0, theta
+    [5, 3, 64, 32, 0, 1e7],
+    [70, 2, 256, 64, 17, 1e7],
+    [1, 4, 64, 64, 1000, 1e4],
+    [3, 2, 256, 64, 262000, 1e7],
+    [2, 2, 128, 128, 4_000_000, 1e6],
+  ];
+  for (const [T, heads, D, R, p0, theta] of cases) {
+    const x = randn(T * heads * D, 2);
+    const xb = up(x);
+    await exec((enc) => ops.rope(ctx, enc, xb, T, heads, D, R, p0, theta));
+    check(`rope T=${T} heads=${heads} D=${D} R=${R} p0=${p0}`, await read(xb, x.length), ref.rope(x, T, heads, D, R, p0, theta));
+  }
+});
+
+// Fills a CPU copy of the cache the way kvAppend should.
+function cpuAppend(cache: Float32Array, src: Float32Array, T: number, Hkv: number, D: number, p0: number, maxCtx: number): void {
+  for (let t = 0; t < T; t++) {
+    for (let h = 0; h < Hkv; h++) {
+      cache.set(src.subarray((t * Hkv + h) * D, (t * Hkv + h + 1) * D), (h * maxCtx + p0 + t) * D);
+    }
+  }
+}
+
+test('kvAppend + attention (prefill, continuation, decode, splits)', async () => {
+  await gpu();
+  const configs: Array<{ H: number; Hkv: number; D: number; steps: number[]; splits?: number }> = [
+    { H: 4, Hkv: 2, D: 64, steps: [70, 5, 1] },
+    { H: 6, Hkv: 2, D: 128, steps: [33, 1, 1] },
+    { H: 3, Hkv: 1, D: 256, steps: [12, 5], splits: 3 },
+    { H: 4, Hkv: 2, D: 64, steps: [70, 5], splits: 4 },
+    { H: 4, Hkv: 4, D: 40, steps: [9, 1] },
+  ];
+  for (const { H, Hkv, D, steps, splits } of configs) {
+    const maxCtx = steps.reduce((s, t) => s + t, 0) + 7;
+    // Unwritten cache rows hold NaN: any read past the causal/cache limit poisons the result.
+    const kCpu = new Float32Array(Hkv * maxCtx * D).fill(NaN);
+    const vCpu = new Float32Array(Hkv * maxCtx * D).fill(NaN);
+    const kCache = up(kCpu);
+    const vCache = up(vCpu);
+    let p0 = 0;
+    for (const T of steps) {
+      const q = randn(T * H * D, 2);
+      const k = randn(T * Hkv * D, 2);
+      const v = randn(T * Hkv * D, 2);
+      const out = zeros(T * H * D);
+      await exec((enc) => {
+        ops.kvAppend(ctx, enc, up(k), up(v), kCache, vCache, T, Hkv, D, p0, maxCtx);
+        ops.attention(ctx, enc, up(q), kCache, vCache, out, T, H, Hkv, D, p0, maxCtx, splits);
+      });
+      cpuAppend(kCpu, k, T, Hkv, D, p0, maxCtx);
+      cpuAppend(vCpu, v, T, Hkv, D, p0, maxCtx);
+      const tag = `H=${H} Hkv=${Hkv} D=${D} T=${T} p0=${p0}${splits ? ` splits=${splits}` : ''}`;
+      if (T > 1) {
+        // Bit-exact copies; NaN rows compare equal through Object.is.
+        const got = await read(kCache, kCpu.length);
+        assert.ok(got.every((x, i) => Object.is(x, kCpu[i])), `kvAppend ${tag}: K cache differs`);
+      }
+      check(`attention ${tag}`, await read(out, T * H * D), ref.attention(q, kCpu, vCpu, T, H, Hkv, D, p0, maxCtx));
+      p0 += T;
+    }
+  }
+  // Decode deep into a long cache: exercises the automatic split path and its combine.
+  const [H, Hkv, D, maxCtx, p0] = [4, 2, 64, 1200, 1100];
+  const kCpu = randn(Hkv * maxCtx * D, 2);
+  const vCpu = randn(Hkv * maxCtx * D, 2);
+  const q = randn(H * D, 2);
+  const out = zeros(H * D);
+  await exec((enc) => ops.attention(ctx, enc, up(q), up(kCpu), up(vCpu), out, 1, H, Hkv, D, p0, maxCtx));
+  check(`attention decode H=${H} Hkv=${Hkv} D=${D} p0=${p0}`, await read(out, H * D), ref.attention(q, kCpu, vCpu, 1, H, Hkv, D, p0, maxCtx));
+});
+
+test('conv1dCausal (state carried across calls)', async () => {
+  await gpu();
+  for (const [C, Kc] of [[100, 4], [300, 3]]) {
+    const w = randn(C * Kc, 0.7);
+    let stateCpu = randn((Kc - 1) * C, 2);
+    const state = up(stateCpu);
+    const wb = up(w);
+    for (const T of [5, 1, 2, 70, 1]) {
+      const m = randn(T * C, 2);
+      const out = zeros(T * C);
+      await exec((enc) => ops.conv1dCausal(ctx, enc, up(m), state, wb, out, T, C, Kc));
+      const want = ref.conv1dCausal(m, stateCpu, w, T, C, Kc);
+      check(`conv1dCausal C=${C} Kc=${Kc} T=${T} out`, await read(out, T * C), want.out);
+      check(`conv1dCausal C=${C} Kc=${Kc} T=${T} state`, await read(state, (Kc - 1) * C), want.state);
+      stateCpu = want.state;
+    }
+  }
+});
+
+function gdnInputs(T: number, dims: ops.GdnDims) {
+  const { Hk, Hv, Dk, Dv } = dims;
+  const convDim = 2 * Hk * Dk + Hv * Dv;
+  const a = randn(T * Hv, 4);
+  a[0] = 30; // softplus threshold branch (x > 20)
+  return {
+    u: randn(T * convDim, 1.5),
+    a,
+    b: randn(T * Hv, 3),
+    aLog: randn(Hv, 1),
+    dtBias: randn(Hv, 1),
+  };
+}
+
+test('gatedDelta (one T-token call, T=1 steps, non-zero state)', async () => {
+  await gpu();
+  const cases: Array<{ dims: ops.GdnDims; T: number; bv?: number }> = [
+    { dims: { Hk: 2, Hv: 4, Dk: 32, Dv: 32 }, T: 70 },
+    { dims: { Hk: 2, Hv: 4, Dk: 32, Dv: 32 }, T: 5, bv: 32 },
+    { dims: { Hk: 1, Hv: 2, Dk: 128, Dv: 128 }, T: 5 },
+    { dims: { Hk: 1, Hv: 2, Dk: 128, Dv: 128 }, T: 5, bv: 32 },
+    { dims: { Hk: 1, Hv: 3, Dk: 48, Dv: 40 }, T: 9 },
+    { dims: { Hk: 2, Hv: 2, Dk: 256, Dv: 24 }, T: 3, bv: 8 },
+  ];
+  for (const { dims, T, bv } of cases) {
+    const { Hv, Dk, Dv } = dims;
+    const { u, a, b, aLog, dtBias } = gdnInputs(T, dims);
+    const s0 = randn(Hv * Dk * Dv, 0.5);
+    const tag = `Hk=${dims.Hk} Hv=${Hv} Dk=${Dk} Dv=${Dv} T=${T}${bv ? ` BV=${bv}` : ''}`;
+
+    const sRef = Float32Array.from(s0);
+    const want = ref.gatedDelta(u, a, b, aLog, dtBias, sRef, T, dims);
+
+    // One call over all T tokens.
+    const state = up(s0);
+    const out = zeros(T * Hv * Dv);
+    const [ub, ab, bb, lb, db] = [up(u), up(a), up(b), up(aLog), up(dtBias)];
+    await exec((enc) => ops.gatedDelta(ctx, enc, ub, ab, bb, lb, db, state, out, T, dims, bv));
+    check(`gatedDelta ${tag} out`, await read(out, T * Hv * Dv), want);
+    check(`gatedDelta ${tag} state`, await read(state, s0.length), sRef);
+
+    // The same tokens as T decode steps, each its own call (state must carry through the buffer).
+    if (T <= 9) {
+      const convDim = u.length / T;
+      const state1 = up(s0);
+      const outs = new Float32Array(T * Hv * Dv);
+      for (let t = 0; t < T; t++) {
+        const o = zeros(Hv * Dv);
+        await exec((enc) => ops.gatedDelta(ctx, enc,
+          up(u.subarray(t * convDim, (t + 1) * convDim)), up(a.subarray(t * Hv, (t + 1) * Hv)),
+          up(b.subarray(t * Hv, (t + 1) * Hv)), lb, db, state1, o, 1, dims, bv));
+        outs.set(await read(o, Hv * Dv), t * Hv * Dv);
+      }
+      check(`gatedDelta ${tag} as T=1 steps out`, outs, want);
+      check(`gatedDelta ${tag} as T=1 steps state`, await read(state1, s0.length), sRef);
+    }
+  }
+});
