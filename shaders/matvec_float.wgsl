@@ -1,7 +1,7 @@
 // y[M, rows] = x[M, cols] · Wᵀ for unquantised weights stored raw as bf16, f16 or f32 (two 16-bit values per word,
 // element i in the low half when i is even). Any cols, including odd ones, where a row can start mid-word.
-// Entry points: `matvec` (small M, M on the z grid axis) and `matmul` (64 × 64 tiles for prefill).
-// Same work layout as qmatvec.wgsl / qmatmul.wgsl; see there for why.
+// Entry points: `matvec` (small M, M on the z grid axis) and `matmul` (64 × 64 tiles for prefill). Same work layout
+// as qmatvec.wgsl / qmatmul.wgsl; see there for why. linear.ts appends qreduce_wg.wgsl or qreduce_sg.wgsl (finish()).
 
 override WDT: u32 = 0u;    // 0 = bf16, 1 = f16, 2 = f32
 override TPR: u32 = 32u;
@@ -19,7 +19,11 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> W: array<u32>;
-@group(0) @binding(2) var<storage, read> X: array<f32>;
+// x-binding-begin: linear.ts swaps this block for scalar loads unless x offset and cols are multiples of 4 floats.
+@group(0) @binding(2) var<storage, read> X: array<vec4<f32>>;
+fn load_x4(i: u32) -> vec4<f32> { return X[i >> 2u]; }
+fn load_x(i: u32) -> f32 { return X[i >> 2u][i & 3u]; }
+// x-binding-end
 @group(0) @binding(3) var<storage, read_write> Y: array<f32>;
 
 fn half_to_f32(w: u32, odd: bool) -> f32 {
@@ -49,8 +53,6 @@ fn w4(e: u32) -> vec4<f32> {
   return vec4<f32>(wel(e), wel(e + 1u), wel(e + 2u), wel(e + 3u));
 }
 
-var<workgroup> red: array<f32, 1024>;
-
 @compute @workgroup_size(TPR * SLOTS)
 fn matvec(
   @builtin(local_invocation_index) li: u32,
@@ -63,46 +65,42 @@ fn matvec(
   let m = wid.z;
   let xb = P.x_off + m * P.cols;
   let full = P.cols / 8u;
-  var rr: array<u32, R>;
-  for (var r = 0u; r < R; r++) { rr[r] = min(row0 + r, P.rows - 1u); }
+  let last = P.rows - 1u;
+  let b0 = min(row0, last) * P.cols;
+  let b1 = min(row0 + 1u, last) * P.cols;
+  let b2 = min(row0 + 2u, last) * P.cols;
+  let b3 = min(row0 + 3u, last) * P.cols;
 
-  var acc: array<vec4<f32>, R>;
+  var a0 = vec4<f32>(0.0);
+  var a1 = vec4<f32>(0.0);
+  var a2 = vec4<f32>(0.0);
+  var a3 = vec4<f32>(0.0);
   for (var c = lane; c < full; c += TPR) {
     let e = c * 8u;
-    let xa = vec4<f32>(X[xb + e], X[xb + e + 1u], X[xb + e + 2u], X[xb + e + 3u]);
-    let xc = vec4<f32>(X[xb + e + 4u], X[xb + e + 5u], X[xb + e + 6u], X[xb + e + 7u]);
-    for (var r = 0u; r < R; r++) {
-      let wb = rr[r] * P.cols + e;
-      acc[r] += w4(wb) * xa + w4(wb + 4u) * xc;
-    }
+    let xa = load_x4(xb + e);
+    let xc = load_x4(xb + e + 4u);
+    a0 += w4(b0 + e) * xa + w4(b0 + e + 4u) * xc;
+    a1 += w4(b1 + e) * xa + w4(b1 + e + 4u) * xc;
+    a2 += w4(b2 + e) * xa + w4(b2 + e + 4u) * xc;
+    a3 += w4(b3 + e) * xa + w4(b3 + e + 4u) * xc;
   }
-  // The last cols % 8 elements, one per lane.
-  let tail = P.cols - full * 8u;
-  if (lane < tail) {
-    let e = full * 8u + lane;
-    let xv = X[xb + e];
-    for (var r = 0u; r < R; r++) { acc[r].x += wel(rr[r] * P.cols + e) * xv; }
+  // The last cols % 8 elements.
+  for (var e = full * 8u + lane; e < P.cols; e += TPR) {
+    let xv = load_x(xb + e);
+    a0.x += wel(b0 + e) * xv;
+    a1.x += wel(b1 + e) * xv;
+    a2.x += wel(b2 + e) * xv;
+    a3.x += wel(b3 + e) * xv;
   }
-
-  let base = slot * R * TPR;
-  for (var r = 0u; r < R; r++) { red[base + r * TPR + lane] = acc[r].x + acc[r].y + acc[r].z + acc[r].w; }
-  for (var s = TPR / 2u; s > 0u; s >>= 1u) {
-    workgroupBarrier();
-    if (lane < s) {
-      for (var r = 0u; r < R; r++) { red[base + r * TPR + lane] += red[base + r * TPR + lane + s]; }
-    }
-  }
-  workgroupBarrier();
-  for (var r = lane; r < R; r += TPR) {
-    if (row0 + r < P.rows) { Y[P.y_off + m * P.y_stride + row0 + r] = red[base + r * TPR]; }
-  }
+  let one = vec4<f32>(1.0);
+  finish(vec4<f32>(dot(a0, one), dot(a1, one), dot(a2, one), dot(a3, one)), lane, slot, row0, m);
 }
 
 const TN = 64u;
 const TM = 64u;
 const TK = 32u;
-var<workgroup> ws: array<f32, 2048>; // [TK][TN]
-var<workgroup> xs: array<f32, 2048>; // [TK][TM]
+var<workgroup> wt: array<f32, 2048>; // [TK][TN]
+var<workgroup> xt: array<f32, 2048>; // [TK][TM]
 
 @compute @workgroup_size(256)
 fn matmul(
@@ -128,18 +126,18 @@ fn matmul(
       var xv = 0.0;
       if (k < P.cols) {
         wv = wel(lrow * P.cols + k);
-        xv = X[P.x_off + ltok * P.cols + k];
+        xv = load_x(P.x_off + ltok * P.cols + k);
       }
-      ws[(8u * part + v) * TN + (li >> 2u)] = wv;
-      xs[(8u * part + v) * TM + (li >> 2u)] = xv;
+      wt[(8u * part + v) * TN + (li >> 2u)] = wv;
+      xt[(8u * part + v) * TM + (li >> 2u)] = xv;
     }
     workgroupBarrier();
     for (var k = 0u; k < TK; k++) {
       var a: array<f32, 4>;
       var b: array<f32, 4>;
       for (var i = 0u; i < 4u; i++) {
-        a[i] = ws[k * TN + tx + 16u * i];
-        b[i] = xs[k * TM + ty + 16u * i];
+        a[i] = wt[k * TN + tx + 16u * i];
+        b[i] = xt[k * TM + ty + 16u * i];
       }
       for (var i = 0u; i < 4u; i++) {
         for (var j = 0u; j < 4u; j++) { acc[i][j] += a[i] * b[j]; }

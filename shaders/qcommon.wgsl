@@ -1,4 +1,4 @@
-// Shared by every MLX affine kernel (qmatvec, qmatmul, qembed): the wrapper prepends this text.
+// Shared by every MLX affine kernel (qmatvec, qmatmul, qembed): linear.ts prepends this text (WGSL has no includes).
 // Spec §5.2-5.3: w = scale · q + bias per group of GS values along a row; each row is an LSB-first bit stream, so
 // 32 values are exactly BITS words and every group starts on a word boundary.
 
@@ -8,9 +8,13 @@ override GS: u32 = 64u;
 // element i in the low half when i is even).
 override SDT: u32 = 0u;
 
-@group(0) @binding(1) var<storage, read> W: array<u32>;
+// Declared as vec4 words so 4- and 8-bit chunks (always 16-byte aligned: a row is cols·bits/32 words with cols a
+// multiple of 32) load with one or two 16-byte loads; createGpuLinear pads the buffer to 16 bytes.
+@group(0) @binding(1) var<storage, read> W: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> S: array<u32>;
 @group(0) @binding(3) var<storage, read> B: array<u32>;
+
+fn word(i: u32) -> u32 { return W[i >> 2u][i & 3u]; }
 
 fn qmask() -> u32 { return (1u << BITS) - 1u; }
 
@@ -31,7 +35,7 @@ fn load_sdt(buf: u32, i: u32) -> f32 {
   return select(h.x, h.y, odd);
 }
 
-/// (scale, bias) of group index i (row-major over [rows, cols / GS]).
+// (scale, bias) of group index i (row-major over [rows, cols / GS]).
 fn scale_bias(i: u32) -> vec2<f32> {
   return vec2<f32>(load_sdt(0u, i), load_sdt(1u, i));
 }
@@ -48,40 +52,101 @@ fn quad(u: u32) -> vec4<f32> {
   return vec4<f32>((vec4<u32>(u) >> sh) & vec4<u32>(qmask()));
 }
 
-// The 32 codes of one chunk (words W[wb .. wb + BITS)) as 8 quads, decoded with constant shifts per bit width: the
+// The 32 codes of one chunk (words wb .. wb + BITS) as 8 quads (the embedding gather writes them out), decoded with constant shifts per bit width: the
 // quad starting at stream bit p = 4·k·BITS lives in word p / 32 at offset p % 32, or straddles two words.
 fn chunk_codes(wb: u32) -> array<vec4<f32>, 8> {
   var q: array<vec4<f32>, 8>;
   switch BITS {
     case 2u: {
-      let w0 = W[wb]; let w1 = W[wb + 1u];
+      let w0 = word(wb); let w1 = word(wb + 1u);
       q[0] = quad(w0); q[1] = quad(w0 >> 8u); q[2] = quad(w0 >> 16u); q[3] = quad(w0 >> 24u);
       q[4] = quad(w1); q[5] = quad(w1 >> 8u); q[6] = quad(w1 >> 16u); q[7] = quad(w1 >> 24u);
     }
     case 3u: {
-      let w0 = W[wb]; let w1 = W[wb + 1u]; let w2 = W[wb + 2u];
+      let w0 = word(wb); let w1 = word(wb + 1u); let w2 = word(wb + 2u);
       q[0] = quad(w0); q[1] = quad(w0 >> 12u); q[2] = quad(funnel(w0, w1, 24u)); q[3] = quad(w1 >> 4u);
       q[4] = quad(w1 >> 16u); q[5] = quad(funnel(w1, w2, 28u)); q[6] = quad(w2 >> 8u); q[7] = quad(w2 >> 20u);
     }
     case 4u: {
-      let w0 = W[wb]; let w1 = W[wb + 1u]; let w2 = W[wb + 2u]; let w3 = W[wb + 3u];
+      let w0 = word(wb); let w1 = word(wb + 1u); let w2 = word(wb + 2u); let w3 = word(wb + 3u);
       q[0] = quad(w0); q[1] = quad(w0 >> 16u); q[2] = quad(w1); q[3] = quad(w1 >> 16u);
       q[4] = quad(w2); q[5] = quad(w2 >> 16u); q[6] = quad(w3); q[7] = quad(w3 >> 16u);
     }
     case 5u: {
-      let w0 = W[wb]; let w1 = W[wb + 1u]; let w2 = W[wb + 2u]; let w3 = W[wb + 3u]; let w4 = W[wb + 4u];
+      let w0 = word(wb); let w1 = word(wb + 1u); let w2 = word(wb + 2u); let w3 = word(wb + 3u); let w4 = word(wb + 4u);
       q[0] = quad(w0); q[1] = quad(funnel(w0, w1, 20u)); q[2] = quad(w1 >> 8u); q[3] = quad(funnel(w1, w2, 28u));
       q[4] = quad(funnel(w2, w3, 16u)); q[5] = quad(w3 >> 4u); q[6] = quad(funnel(w3, w4, 24u)); q[7] = quad(w4 >> 12u);
     }
     case 6u: {
-      let w0 = W[wb]; let w1 = W[wb + 1u]; let w2 = W[wb + 2u];
-      let w3 = W[wb + 3u]; let w4 = W[wb + 4u]; let w5 = W[wb + 5u];
+      let w0 = word(wb); let w1 = word(wb + 1u); let w2 = word(wb + 2u);
+      let w3 = word(wb + 3u); let w4 = word(wb + 4u); let w5 = word(wb + 5u);
       q[0] = quad(w0); q[1] = quad(funnel(w0, w1, 24u)); q[2] = quad(funnel(w1, w2, 16u)); q[3] = quad(w2 >> 8u);
       q[4] = quad(w3); q[5] = quad(funnel(w3, w4, 24u)); q[6] = quad(funnel(w4, w5, 16u)); q[7] = quad(w5 >> 8u);
     }
     default: {
-      for (var k = 0u; k < 8u; k++) { q[k] = quad(W[wb + k]); }
+      for (var k = 0u; k < 8u; k++) { q[k] = quad(word(wb + k)); }
     }
   }
   return q;
+}
+
+// Dot product of one chunk's 32 codes with the x values in xs (x[32c .. 32c+32) in order), without materialising the
+// codes. For 2-, 4- and 8-bit codes the masks leave one code per byte, and unpack4x8unorm turns four bytes into four
+// floats in one step (code / 255; the 255 is put back once per chunk). The x operand is permuted to match which code
+// each byte holds; 3-, 5- and 6-bit codes straddle bytes and go through quad().
+var<private> xs: array<vec4<f32>, 8>;
+
+// Codes 8j .. 8j+7 of a 4-bit word: byte k holds code 8j+2k (low nibble) and 8j+2k+1 (high nibble).
+fn dot_w4(w: u32, a: vec4<f32>, b: vec4<f32>) -> f32 {
+  let lo = unpack4x8unorm(w & 0x0f0f0f0fu);
+  let hi = unpack4x8unorm((w >> 4u) & 0x0f0f0f0fu);
+  return dot(lo, vec4<f32>(a.x, a.z, b.x, b.z)) + dot(hi, vec4<f32>(a.y, a.w, b.y, b.w));
+}
+
+// Codes 16j .. 16j+15 of a 2-bit word: after >> 2k, byte b holds code 16j + 4b + k.
+fn dot_w2(w: u32, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>) -> f32 {
+  let m = 0x03030303u;
+  return dot(unpack4x8unorm(w & m), vec4<f32>(a.x, b.x, c.x, d.x))
+    + dot(unpack4x8unorm((w >> 2u) & m), vec4<f32>(a.y, b.y, c.y, d.y))
+    + dot(unpack4x8unorm((w >> 4u) & m), vec4<f32>(a.z, b.z, c.z, d.z))
+    + dot(unpack4x8unorm((w >> 6u) & m), vec4<f32>(a.w, b.w, c.w, d.w));
+}
+
+fn chunk_dot(wb: u32) -> f32 {
+  switch BITS {
+    case 2u: {
+      return 255.0 * (dot_w2(word(wb), xs[0], xs[1], xs[2], xs[3]) + dot_w2(word(wb + 1u), xs[4], xs[5], xs[6], xs[7]));
+    }
+    case 4u: {
+      let v = W[wb >> 2u];
+      return 255.0 * (dot_w4(v.x, xs[0], xs[1]) + dot_w4(v.y, xs[2], xs[3]) + dot_w4(v.z, xs[4], xs[5]) + dot_w4(v.w, xs[6], xs[7]));
+    }
+    case 8u: {
+      let v0 = W[wb >> 2u];
+      let v1 = W[(wb >> 2u) + 1u];
+      return 255.0 * (dot(unpack4x8unorm(v0.x), xs[0]) + dot(unpack4x8unorm(v0.y), xs[1])
+        + dot(unpack4x8unorm(v0.z), xs[2]) + dot(unpack4x8unorm(v0.w), xs[3])
+        + dot(unpack4x8unorm(v1.x), xs[4]) + dot(unpack4x8unorm(v1.y), xs[5])
+        + dot(unpack4x8unorm(v1.z), xs[6]) + dot(unpack4x8unorm(v1.w), xs[7]));
+    }
+    case 3u: {
+      let w0 = word(wb); let w1 = word(wb + 1u); let w2 = word(wb + 2u);
+      return dot(quad(w0), xs[0]) + dot(quad(w0 >> 12u), xs[1]) + dot(quad(funnel(w0, w1, 24u)), xs[2])
+        + dot(quad(w1 >> 4u), xs[3]) + dot(quad(w1 >> 16u), xs[4]) + dot(quad(funnel(w1, w2, 28u)), xs[5])
+        + dot(quad(w2 >> 8u), xs[6]) + dot(quad(w2 >> 20u), xs[7]);
+    }
+    case 5u: {
+      let w0 = word(wb); let w1 = word(wb + 1u); let w2 = word(wb + 2u); let w3 = word(wb + 3u); let w4 = word(wb + 4u);
+      return dot(quad(w0), xs[0]) + dot(quad(funnel(w0, w1, 20u)), xs[1]) + dot(quad(w1 >> 8u), xs[2])
+        + dot(quad(funnel(w1, w2, 28u)), xs[3]) + dot(quad(funnel(w2, w3, 16u)), xs[4]) + dot(quad(w3 >> 4u), xs[5])
+        + dot(quad(funnel(w3, w4, 24u)), xs[6]) + dot(quad(w4 >> 12u), xs[7]);
+    }
+    default: {
+      let w0 = word(wb); let w1 = word(wb + 1u); let w2 = word(wb + 2u);
+      let w3 = word(wb + 3u); let w4 = word(wb + 4u); let w5 = word(wb + 5u);
+      return dot(quad(w0), xs[0]) + dot(quad(funnel(w0, w1, 24u)), xs[1]) + dot(quad(funnel(w1, w2, 16u)), xs[2])
+        + dot(quad(w2 >> 8u), xs[3]) + dot(quad(w3), xs[4]) + dot(quad(funnel(w3, w4, 24u)), xs[5])
+        + dot(quad(funnel(w4, w5, 16u)), xs[6]) + dot(quad(w5 >> 8u), xs[7]);
+    }
+  }
 }

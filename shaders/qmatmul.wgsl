@@ -22,8 +22,8 @@ const TM = 64u; // tokens per tile
 const TK = 32u;
 
 // k-major so the compute loop reads 16 consecutive rows (or tokens) per k: no bank conflicts, broadcasts otherwise.
-var<workgroup> ws: array<f32, 2048>; // [TK][TN]
-var<workgroup> xs: array<f32, 2048>; // [TK][TM]
+var<workgroup> wt: array<f32, 2048>; // [TK][TN]
+var<workgroup> xt: array<f32, 2048>; // [TK][TM]
 
 @compute @workgroup_size(256)
 fn main(
@@ -54,27 +54,27 @@ fn main(
   var acc: array<array<f32, 4>, 4>;
   for (var c = 0u; c < chunks; c++) {
     let cb = lrow * wpr + c * BITS + wi;
-    let lo = W[cb];
+    let lo = word(cb);
     var hi = 0u;
-    if (need_hi) { hi = W[cb + 1u]; }
+    if (need_hi) { hi = word(cb + 1u); }
     let sb = scale_bias(lrow * gpr + c / cpg);
     for (var v = 0u; v < 8u; v++) {
       let s = off + v * BITS;
       var q: u32;
       if (s < 32u) { q = funnel(lo, hi, s); } else { q = hi >> (s - 32u); }
-      ws[(8u * part + v) * TN + (li >> 2u)] = sb.x * f32(q & qmask()) + sb.y;
+      wt[(8u * part + v) * TN + (li >> 2u)] = sb.x * f32(q & qmask()) + sb.y;
     }
     let xo = P.x_off + ltok * P.cols + c * 32u + 8u * part;
     for (var v = 0u; v < 8u; v++) {
-      xs[(8u * part + v) * TM + (li >> 2u)] = X[xo + v];
+      xt[(8u * part + v) * TM + (li >> 2u)] = X[xo + v];
     }
     workgroupBarrier();
     for (var k = 0u; k < TK; k++) {
       var a: array<f32, 4>;
       var b: array<f32, 4>;
       for (var i = 0u; i < 4u; i++) {
-        a[i] = ws[k * TN + tx + 16u * i];
-        b[i] = xs[k * TM + ty + 16u * i];
+        a[i] = wt[k * TN + tx + 16u * i];
+        b[i] = xt[k * TM + ty + 16u * i];
       }
       for (var i = 0u; i < 4u; i++) {
         for (var j = 0u; j < 4u; j++) { acc[i][j] += a[i] * b[j]; }

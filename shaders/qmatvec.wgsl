@@ -1,12 +1,13 @@
 // y[m, row] = Σ_c x[m, c] · w[row, c] for MLX affine weights (decode: M is the z grid dimension and small).
-// Prepended by qcommon.wgsl. Layout: a workgroup is SLOTS row slots × TPR lanes; a slot owns R consecutive rows and
-// its lanes stride over the row's 32-value chunks, so neighbouring lanes read neighbouring words (coalesced) and
-// each lane loads its 32 x values once for R rows. Per chunk (always inside one group, since GS ≥ 32) the
-// contribution is scale · dot(q, x) + bias · Σx: the bias never multiplies element by element.
+// Assembled by linear.ts: qcommon.wgsl + this + qreduce_wg.wgsl or qreduce_sg.wgsl (which define finish()).
+// Layout: a workgroup is SLOTS row slots × TPR lanes; a slot owns R consecutive rows and its lanes stride over the
+// row's 32-value chunks, so neighbouring lanes read neighbouring words (coalesced) and each lane loads its 32 x
+// values once for R rows. Per chunk (always inside one group, since GS ≥ 32) the contribution is
+// scale · dot(q, x) + bias · Σx: the bias never multiplies element by element.
 
 override TPR: u32 = 32u;   // lanes per slot, a power of two
-override SLOTS: u32 = 4u;  // row slots per workgroup
-const R = 4u;              // rows per slot: enough weight loads in flight per lane, x reused R times
+override SLOTS: u32 = 4u;  // row slots per workgroup (TPR · SLOTS = 128)
+const R = 4u;              // rows per slot (unrolled below): weight loads in flight per lane, x reused R times
 
 struct Params {
   rows: u32,     // rows of this part
@@ -18,10 +19,12 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(4) var<storage, read> X: array<f32>;
+// x-binding-begin: linear.ts swaps this block for scalar loads when the x offset is not a multiple of 4 floats.
+@group(0) @binding(4) var<storage, read> X: array<vec4<f32>>;
+fn load_x4(i: u32) -> vec4<f32> { return X[i >> 2u]; }
+fn load_x(i: u32) -> f32 { return X[i >> 2u][i & 3u]; }
+// x-binding-end
 @group(0) @binding(5) var<storage, read_write> Y: array<f32>;
-
-var<workgroup> red: array<f32, 1024>; // R · TPR · SLOTS ≤ 4 · 256
 
 @compute @workgroup_size(TPR * SLOTS)
 fn main(
@@ -39,40 +42,28 @@ fn main(
   let cpg = GS / 32u;
   let xb = P.x_off + m * P.cols;
   // Rows past the end are computed on row rows-1 (always valid) and never stored: no divergence in the loop.
-  var rr: array<u32, R>;
-  for (var r = 0u; r < R; r++) { rr[r] = min(row0 + r, P.rows - 1u); }
+  // The R = 4 rows are written out by hand: not every compiler unrolls the loop and keeps the array in registers.
+  let last = P.rows - 1u;
+  let r0 = min(row0, last);
+  let r1 = min(row0 + 1u, last);
+  let r2 = min(row0 + 2u, last);
+  let r3 = min(row0 + 3u, last);
 
-  var acc: array<f32, R>;
+  var acc = vec4<f32>(0.0);
   for (var c = lane; c < chunks; c += TPR) {
     let xo = xb + c * 32u;
-    var xs: array<vec4<f32>, 8>;
-    var xsum = vec4<f32>(0.0);
-    for (var k = 0u; k < 8u; k++) {
-      let o = xo + 4u * k;
-      xs[k] = vec4<f32>(X[o], X[o + 1u], X[o + 2u], X[o + 3u]);
-      xsum += xs[k];
-    }
-    let sx = xsum.x + xsum.y + xsum.z + xsum.w;
+    xs[0] = load_x4(xo); xs[1] = load_x4(xo + 4u); xs[2] = load_x4(xo + 8u); xs[3] = load_x4(xo + 12u);
+    xs[4] = load_x4(xo + 16u); xs[5] = load_x4(xo + 20u); xs[6] = load_x4(xo + 24u); xs[7] = load_x4(xo + 28u);
+    let sx = dot(xs[0] + xs[1] + xs[2] + xs[3] + xs[4] + xs[5] + xs[6] + xs[7], vec4<f32>(1.0));
     let g = c / cpg;
-    for (var r = 0u; r < R; r++) {
-      let q = chunk_codes(rr[r] * wpr + c * BITS);
-      var d = vec4<f32>(0.0);
-      for (var k = 0u; k < 8u; k++) { d += q[k] * xs[k]; }
-      let sb = scale_bias(rr[r] * gpr + g);
-      acc[r] += sb.x * (d.x + d.y + d.z + d.w) + sb.y * sx;
-    }
+    let wc = c * BITS;
+    let sb0 = scale_bias(r0 * gpr + g);
+    let sb1 = scale_bias(r1 * gpr + g);
+    let sb2 = scale_bias(r2 * gpr + g);
+    let sb3 = scale_bias(r3 * gpr + g);
+    let d = vec4<f32>(chunk_dot(r0 * wpr + wc), chunk_dot(r1 * wpr + wc), chunk_dot(r2 * wpr + wc), chunk_dot(r3 * wpr + wc));
+    acc += vec4<f32>(sb0.x, sb1.x, sb2.x, sb3.x) * d + vec4<f32>(sb0.y, sb1.y, sb2.y, sb3.y) * sx;
   }
 
-  let base = slot * R * TPR;
-  for (var r = 0u; r < R; r++) { red[base + r * TPR + lane] = acc[r]; }
-  for (var s = TPR / 2u; s > 0u; s >>= 1u) {
-    workgroupBarrier();
-    if (lane < s) {
-      for (var r = 0u; r < R; r++) { red[base + r * TPR + lane] += red[base + r * TPR + lane + s]; }
-    }
-  }
-  workgroupBarrier();
-  for (var r = lane; r < R; r += TPR) {
-    if (row0 + r < P.rows) { Y[P.y_off + m * P.y_stride + row0 + r] = red[base + r * TPR]; }
-  }
+  finish(acc, lane, slot, row0, m);
 }

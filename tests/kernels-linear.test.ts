@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { getNodeGpu } from '../src/node/dawn.ts';
 import { readF32, uploadBytes, type GpuContext } from '../src/gpu/context.ts';
 import {
-  createGpuLinear, destroyGpuLinear, embedGather, linear, MATVEC_MAX_M,
+  createGpuLinear, destroyGpuLinear, embedGather, linear, linearOptions, MATVEC_MAX_M,
   type GpuLinear, type LinearFormat, type ScaleDtype,
 } from '../src/gpu/linear.ts';
 import { dequantizeAffine, quantizeAffine, toFloatDType } from '../src/format/quant.ts';
@@ -43,9 +43,11 @@ function make(ctx: GpuContext, rows: number, cols: number, format: LinearFormat,
   return { lin: createGpuLinear(ctx, { name: `f${rows}x${cols}`, rows, cols, format }, { weight: bytes }, maxBytes), w };
 }
 
-/** Runs linear on the GPU with x placed at an offset and y written at an offset, and returns y. */
-async function runLinear(ctx: GpuContext, lin: GpuLinear, x: Float32Array, M: number): Promise<Float32Array> {
-  const xOffset = 5;
+/**
+ * Runs linear on the GPU with x placed at an offset and y written at an offset, and returns y. An x offset that is a
+ * multiple of 4 takes the vec4 x loads, any other the scalar ones.
+ */
+async function runLinear(ctx: GpuContext, lin: GpuLinear, x: Float32Array, M: number, xOffset = 5): Promise<Float32Array> {
   const yOffset = 3;
   const xs = new Float32Array(xOffset + x.length);
   xs.set(x, xOffset);
@@ -78,11 +80,22 @@ function check(label: string, got: Float32Array, want: Float32Array): void {
   assert.ok(err <= 1e-4 * scale, `${label}: max |Δ| ${err} > ${1e-4 * scale}`);
 }
 
-async function checkLinear(ctx: GpuContext, label: string, m: Made, M: number, seed: number): Promise<void> {
+async function checkLinear(ctx: GpuContext, label: string, m: Made, M: number, seed: number, xOffset = 5): Promise<void> {
   const { lin, w } = m;
   const x = rand(M * lin.cols, seed);
-  const got = await runLinear(ctx, lin, x, M);
-  check(`${label} M=${M}`, got, ref.linear(x, w, M, lin.rows, lin.cols));
+  const got = await runLinear(ctx, lin, x, M, xOffset);
+  check(`${label} M=${M} xOff=${xOffset}`, got, ref.linear(x, w, M, lin.rows, lin.cols));
+}
+
+/** Runs `body` with the matvec reduced through workgroup memory (lanes up to 32) instead of subgroup shuffles. */
+async function withWorkgroupReduction(body: () => Promise<void>): Promise<void> {
+  const saved = { ...linearOptions };
+  linearOptions.useSubgroups = false;
+  try {
+    await body();
+  } finally {
+    Object.assign(linearOptions, saved);
+  }
 }
 
 const BITS = [2, 3, 4, 5, 6, 8] as const;
@@ -96,10 +109,24 @@ test('affine linear: every bits × group size, bf16 scales, M = 1 and 3 (matvec)
       const rows = 37;
       const cols = groupSize * (bits % 2 === 0 ? 2 : 3);
       const m = make(ctx, rows, cols, { kind: 'affine', bits, groupSize, scaleDtype: 'bf16' }, seed++);
-      for (const M of [1, 3]) await checkLinear(ctx, `affine b${bits} g${groupSize} bf16 [${rows}x${cols}]`, m, M, seed++);
+      await checkLinear(ctx, `affine b${bits} g${groupSize} bf16 [${rows}x${cols}]`, m, 1, seed++, 4);
+      await checkLinear(ctx, `affine b${bits} g${groupSize} bf16 [${rows}x${cols}]`, m, 3, seed++, 5);
       destroyGpuLinear(m.lin);
     }
   }
+});
+
+test('affine linear: workgroup-memory reduction (no subgroups), up to 32 lanes per row', async () => {
+  const ctx = await getNodeGpu();
+  await withWorkgroupReduction(async () => {
+    let seed = 50;
+    for (const [bits, cols] of [[3, 1024], [4, 1024], [8, 64], [6, 2048], [2, 256]] as const) {
+      const m = make(ctx, 21, cols, { kind: 'affine', bits, groupSize: 64, scaleDtype: 'bf16' }, seed++);
+      await checkLinear(ctx, `wg-reduce affine b${bits} g64 bf16 [21x${cols}]`, m, 1, seed++, 0);
+      await checkLinear(ctx, `wg-reduce affine b${bits} g64 bf16 [21x${cols}]`, m, 2, seed++, 7);
+      destroyGpuLinear(m.lin);
+    }
+  });
 });
 
 test('affine linear: f16 and f32 scales, longer rows, M = 1', async () => {
@@ -138,7 +165,10 @@ test('float linear: bf16, f16, f32 weights, odd rows, cols 192 / 256 / odd', asy
   ];
   for (const [dtype, rows, cols] of cases) {
     const m = make(ctx, rows, cols, { kind: 'float', dtype }, seed++);
-    for (const M of [1, 3, 17]) await checkLinear(ctx, `float ${dtype} [${rows}x${cols}]`, m, M, seed++);
+    await checkLinear(ctx, `float ${dtype} [${rows}x${cols}]`, m, 1, seed++, 0);
+    await checkLinear(ctx, `float ${dtype} [${rows}x${cols}]`, m, 3, seed++, 5);
+    await checkLinear(ctx, `float ${dtype} [${rows}x${cols}]`, m, 17, seed++, 8);
+    await withWorkgroupReduction(() => checkLinear(ctx, `wg-reduce float ${dtype} [${rows}x${cols}]`, m, 2, seed++, 4));
     destroyGpuLinear(m.lin);
   }
 });

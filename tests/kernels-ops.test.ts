@@ -222,13 +222,14 @@ test('conv1dCausal (state carried across calls)', async () => {
 function gdnInputs(T: number, dims: ops.GdnDims) {
   const { Hk, Hv, Dk, Dv } = dims;
   const convDim = 2 * Hk * Dk + Hv * Dv;
-  const a = randn(T * Hv, 4);
-  a[0] = 30; // softplus threshold branch (x > 20)
+  // Mostly mild decay (α ≈ 0.5..1) so the carried state matters; a[0] = 30 takes softplus's x > 20 branch.
+  const a = randn(T * Hv, 3, -3);
+  a[0] = 30;
   return {
-    u: randn(T * convDim, 1.5),
+    u: randn(T * convDim, 3),
     a,
     b: randn(T * Hv, 3),
-    aLog: randn(Hv, 1),
+    aLog: randn(Hv, 1, -1.5),
     dtBias: randn(Hv, 1),
   };
 }
@@ -246,7 +247,7 @@ test('gatedDelta (one T-token call, T=1 steps, non-zero state)', async () => {
   for (const { dims, T, bv } of cases) {
     const { Hv, Dk, Dv } = dims;
     const { u, a, b, aLog, dtBias } = gdnInputs(T, dims);
-    const s0 = randn(Hv * Dk * Dv, 0.5);
+    const s0 = randn(Hv * Dk * Dv, 2);
     const tag = `Hk=${dims.Hk} Hv=${Hv} Dk=${Dk} Dv=${Dv} T=${T}${bv ? ` BV=${bv}` : ''}`;
 
     const sRef = Float32Array.from(s0);

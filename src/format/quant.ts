@@ -25,9 +25,8 @@ const fr = Math.fround;
 export function rint(x: number): number {
   const f = Math.floor(x);
   const d = x - f;
-  if (d < 0.5) return f;
-  if (d > 0.5) return f + 1;
-  return f % 2 === 0 ? f : f + 1;
+  const r = d < 0.5 ? f : d > 0.5 ? f + 1 : f % 2 === 0 ? f : f + 1;
+  return r === 0 && x < 0 ? -0 : r; // C keeps the sign of a negative input that rounds to zero
 }
 
 /** Accepts the lower-case option names and the safetensors dtype names. */

@@ -1,7 +1,7 @@
 // Linear layers on the GPU: MLX affine-quantised or raw float weights, kept exactly as packed on disk (spec §5.2-5.3),
 // multiplied by f32 activations. Decode (small M) runs a matvec that reads every weight word once per token;
 // prefill (larger M) runs a 64 × 64 tiled GEMM that dequantises each weight tile once per 64 tokens.
-import { dispatch, grid2d, uploadBytes, type GpuContext } from './context.ts';
+import { dispatch, grid2d, type GpuContext } from './context.ts';
 import { shader } from './shaders.ts';
 
 export type ScaleDtype = 'bf16' | 'f16' | 'f32';
@@ -20,6 +20,21 @@ const DTYPE_CODE: Record<ScaleDtype, number> = { bf16: 0, f16: 1, f32: 2 };
 const DTYPE_BYTES: Record<ScaleDtype, number> = { bf16: 2, f16: 2, f32: 4 };
 
 const ceil4 = (n: number): number => Math.ceil(n / 4) * 4;
+// Affine weights are read as vec4<u32>: the buffer must hold whole 16-byte words.
+const ceil16 = (n: number): number => Math.ceil(n / 16) * 16;
+
+/** Storage buffer holding `data`, zero-padded to `size` bytes. */
+function upload(ctx: GpuContext, data: Uint8Array, size: number, label: string): GPUBuffer {
+  const buf = ctx.device.createBuffer({
+    label,
+    size: Math.max(16, size),
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    mappedAtCreation: true,
+  });
+  new Uint8Array(buf.getMappedRange(0, data.byteLength + (4 - (data.byteLength % 4)) % 4)).set(data);
+  buf.unmap();
+  return buf;
+}
 
 /** Bytes per row of each stored tensor, in upload order (weight, then scales and biases for affine). */
 function rowBytes(spec: LinearSpec): number[] {
@@ -48,7 +63,7 @@ function checkSpec(spec: LinearSpec): void {
  * Uploads the tensor bytes exactly as stored in the safetensors file (packed U32 weight; scales/biases raw in
  * scaleDtype; or raw float weight). Splits by rows into several parts when one buffer would exceed
  * maxBytesPerBuffer (default: the device's storage binding and buffer size limits); throws naming the tensor if
- * even one row does not fit. Pads buffers to 4 bytes.
+ * even one row does not fit. Pads buffers to 4 bytes (affine weights to 16: the kernels read them as vec4<u32>).
  */
 export function createGpuLinear(
   ctx: GpuContext,
@@ -72,8 +87,9 @@ export function createGpuLinear(
 
   // Parts need the same row count for every tensor, so the widest row decides.
   const widest = Math.max(...perRow);
+  const pad = format.kind === 'affine' ? ceil16 : ceil4;
   let rowsPerPart = Math.min(rows, Math.floor(limit / widest));
-  while (rowsPerPart > 0 && ceil4(rowsPerPart * widest) > limit) rowsPerPart--;
+  while (rowsPerPart > 0 && pad(rowsPerPart * widest) > limit) rowsPerPart--;
   if (rowsPerPart < 1) {
     throw new Error(`linear "${name}": one row needs ${widest} bytes, more than the ${limit}-byte limit per GPU buffer`);
   }
@@ -84,8 +100,9 @@ export function createGpuLinear(
     const n = Math.min(rowsPerPart, rows - rowStart);
     const bufs = tensors.map((t, i) => {
       const slice = t!.subarray(rowStart * perRow[i], (rowStart + n) * perRow[i]);
-      bytes += ceil4(slice.byteLength);
-      return uploadBytes(ctx, slice, `${name}.${labels[i]}[${rowStart}:${rowStart + n}]`);
+      const size = i === 0 ? pad(slice.byteLength) : ceil4(slice.byteLength);
+      bytes += size;
+      return upload(ctx, slice, size, `${name}.${labels[i]}[${rowStart}:${rowStart + n}]`);
     });
     parts.push({ rowStart, rows: n, weight: bufs[0], scales: bufs[1], biases: bufs[2] });
   }
@@ -109,31 +126,73 @@ function affineConstants(f: Extract<LinearFormat, { kind: 'affine' }>): Record<s
   return { BITS: f.bits, GS: f.groupSize, SDT: DTYPE_CODE[f.scaleDtype] };
 }
 
+/** Knobs for tests and benchmarks; the defaults are what the model uses. */
+export const linearOptions = {
+  /** Reduce matvec rows with subgroup shuffles when the adapter reports a minimum subgroup size. */
+  useSubgroups: true,
+  /** Upper bound on lanes per row in the matvec (a power of two). */
+  maxLanes: 32,
+};
+
 const ROWS_PER_SLOT = 4; // R in the matvec shaders
 const MATVEC_THREADS = 128;
 const TILE = 64;
 
-/** Lanes per row: enough to cover the row's work items once, capped at 32, a power of two for the tree reduction. */
-function lanesFor(items: number): number {
-  let t = 1;
-  while (t < 32 && t < items) t *= 2;
-  return t;
+/** The subgroup size every subgroup is guaranteed to have (a power of two), or 0 when shuffles are not usable. */
+function minSubgroupSize(ctx: GpuContext): number {
+  if (!ctx.features.subgroups) return 0;
+  const info = (ctx.device as { adapterInfo?: { subgroupMinSize?: number } }).adapterInfo;
+  const n = info?.subgroupMinSize ?? 0;
+  return n >= 2 && (n & (n - 1)) === 0 ? n : 0;
 }
 
-const quantText = new Map<string, string>();
-/** qcommon.wgsl + the kernel (WGSL has no includes), joined once so the pipeline cache sees one stable text. */
-function quantShader(name: string): string {
-  let code = quantText.get(name);
+interface MatvecShape { tpr: number; slots: number; subgroups: boolean }
+
+/**
+ * Lanes per row: enough to cover the row's work items once, a power of two, at most maxLanes, and with subgroups at
+ * most the minimum subgroup size so one slot never spans two subgroups.
+ */
+function matvecShape(ctx: GpuContext, items: number): MatvecShape {
+  const sg = linearOptions.useSubgroups ? minSubgroupSize(ctx) : 0;
+  const cap = sg > 0 ? Math.min(linearOptions.maxLanes, sg) : linearOptions.maxLanes;
+  let tpr = 1;
+  while (tpr < cap && tpr < items) tpr *= 2;
+  return { tpr, slots: MATVEC_THREADS / tpr, subgroups: sg > 0 };
+}
+
+const kernelTexts = new Map<string, string>();
+const X_BLOCK = /\/\/ x-binding-begin[^]*?\/\/ x-binding-end/;
+
+/** The x loads of the kernels with scalar reads, for x that is not 16-byte aligned. */
+function scalarX(binding: number): string {
+  return `@group(0) @binding(${binding}) var<storage, read> X: array<f32>;
+fn load_x4(i: u32) -> vec4<f32> { return vec4<f32>(X[i], X[i + 1u], X[i + 2u], X[i + 3u]); }
+fn load_x(i: u32) -> f32 { return X[i]; }`;
+}
+
+/**
+ * WGSL has no includes: a kernel is the concatenation of shader files, with `enable subgroups;` first when the
+ * subgroup reduction is used and the vec4 x block swapped for scalar loads when asked. Joined once per variant so
+ * the pipeline cache sees one stable string.
+ */
+function kernelText(files: string[], opts: { subgroups?: boolean; scalarXBinding?: number } = {}): string {
+  const key = `${files.join('+')}:${opts.subgroups ? 'sg' : ''}:${opts.scalarXBinding ?? ''}`;
+  let code = kernelTexts.get(key);
   if (code === undefined) {
-    code = shader('qcommon') + '\n' + shader(name);
-    quantText.set(name, code);
+    code = (opts.subgroups ? 'enable subgroups;\n' : '') + files.map((f) => shader(f)).join('\n');
+    if (opts.scalarXBinding !== undefined) {
+      if (!X_BLOCK.test(code)) throw new Error(`shader ${files.join(' + ')} has no x-binding block`);
+      code = code.replace(X_BLOCK, scalarX(opts.scalarXBinding));
+    }
+    kernelTexts.set(key, code);
   }
   return code;
 }
 
 /**
- * y[M, rows] = x[M, cols] · Wᵀ (f32 activations). xOffset/yOffset in floats. M ≤ MATVEC_MAX_M runs the decode
- * matvec; larger M the tiled GEMM.
+ * y[M, rows] = x[M, cols] · Wᵀ (f32 activations). xOffset/yOffset in floats; x and y must be different buffers.
+ * M ≤ MATVEC_MAX_M runs the decode matvec (weights read once per token); larger M the 64 × 64 tiled GEMM.
+ * x offsets that are multiples of 4 floats get 16-byte x loads.
  */
 export function linear(
   ctx: GpuContext,
@@ -147,26 +206,42 @@ export function linear(
   if (M <= 0) return;
   const xOff = opts.xOffset ?? 0;
   const yOff = opts.yOffset ?? 0;
+  // Out-of-range reads and writes are clamped silently by WebGPU: catch shape mistakes here instead.
+  if (x.size < (xOff + M * lin.cols) * 4) {
+    throw new Error(`linear "${lin.name}": x holds ${x.size} bytes, needs ${(xOff + M * lin.cols) * 4} for M=${M} × ${lin.cols} at offset ${xOff}`);
+  }
+  if (y.size < (yOff + M * lin.rows) * 4) {
+    throw new Error(`linear "${lin.name}": y holds ${y.size} bytes, needs ${(yOff + M * lin.rows) * 4} for M=${M} × ${lin.rows} at offset ${yOff}`);
+  }
   const f = lin.format;
   const tiled = M > MATVEC_MAX_M;
-  const items = f.kind === 'affine' ? lin.cols / 32 : Math.ceil(lin.cols / 8);
-  const tpr = lanesFor(items);
-  const slots = MATVEC_THREADS / tpr;
+
+  // Float kernels read x as vec4 only when every row of x starts on a 16-byte boundary.
+  const floatX = xOff % 4 === 0 && lin.cols % 4 === 0 ? undefined : 2;
 
   let pipeline: GPUComputePipeline;
-  if (f.kind === 'affine') {
-    pipeline = tiled
-      ? ctx.pipeline(quantShader('qmatmul'), affineConstants(f))
-      : ctx.pipeline(quantShader('qmatvec'), { ...affineConstants(f), TPR: tpr, SLOTS: slots });
+  let rowsPerGroup = TILE;
+  if (tiled) {
+    pipeline = f.kind === 'affine'
+      ? ctx.pipeline(kernelText(['qcommon', 'qmatmul']), affineConstants(f))
+      : ctx.pipeline(kernelText(['matvec_float', 'qreduce_wg'], { scalarXBinding: floatX }), { WDT: DTYPE_CODE[f.dtype] }, 'matmul');
+  } else if (f.kind === 'affine') {
+    const { tpr, slots, subgroups } = matvecShape(ctx, lin.cols / 32);
+    const code = kernelText(['qcommon', 'qmatvec', subgroups ? 'qreduce_sg' : 'qreduce_wg'], {
+      subgroups,
+      scalarXBinding: xOff % 4 === 0 ? undefined : 4,
+    });
+    pipeline = ctx.pipeline(code, { ...affineConstants(f), TPR: tpr, SLOTS: slots });
+    rowsPerGroup = slots * ROWS_PER_SLOT;
   } else {
-    pipeline = tiled
-      ? ctx.pipeline(shader('matvec_float'), { WDT: DTYPE_CODE[f.dtype] }, 'matmul')
-      : ctx.pipeline(shader('matvec_float'), { WDT: DTYPE_CODE[f.dtype], TPR: tpr, SLOTS: slots }, 'matvec');
+    const { tpr, slots, subgroups } = matvecShape(ctx, Math.ceil(lin.cols / 8));
+    const code = kernelText(['matvec_float', subgroups ? 'qreduce_sg' : 'qreduce_wg'], { subgroups, scalarXBinding: floatX });
+    pipeline = ctx.pipeline(code, { WDT: DTYPE_CODE[f.dtype], TPR: tpr, SLOTS: slots }, 'matvec');
+    rowsPerGroup = slots * ROWS_PER_SLOT;
   }
-  const rowsPerGroup = tiled ? TILE : slots * ROWS_PER_SLOT;
   const zGroups = tiled ? Math.ceil(M / TILE) : M;
   if (zGroups > ctx.limits.maxComputeWorkgroupsPerDimension) {
-    throw new Error(`linear "${lin.name}": M = ${M} exceeds what one dispatch covers`);
+    throw new Error(`linear "${lin.name}": M = ${M} needs more than ${ctx.limits.maxComputeWorkgroupsPerDimension} workgroups along z`);
   }
 
   for (const p of lin.parts) {
@@ -180,9 +255,12 @@ export function linear(
 /** out[T, cols] = dequantised rows ids[t] of lin (the embedding table); ids is a u32 storage buffer. */
 export function embedGather(ctx: GpuContext, enc: GPUCommandEncoder, lin: GpuLinear, ids: GPUBuffer, out: GPUBuffer, T: number): void {
   if (T <= 0) return;
+  if (ids.size < T * 4 || out.size < T * lin.cols * 4) {
+    throw new Error(`embedGather "${lin.name}": ids (${ids.size} bytes) or out (${out.size} bytes) too small for T=${T} × ${lin.cols}`);
+  }
   const f = lin.format;
   const pipeline = f.kind === 'affine'
-    ? ctx.pipeline(quantShader('qembed'), affineConstants(f))
+    ? ctx.pipeline(kernelText(['qcommon', 'qembed']), affineConstants(f))
     : ctx.pipeline(shader('embed'), { WDT: DTYPE_CODE[f.dtype] });
   const threads = T * (f.kind === 'affine' ? lin.cols / 32 : lin.cols);
   for (const p of lin.parts) {

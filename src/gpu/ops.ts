@@ -234,11 +234,12 @@ export function attention(
   const constants = { D, BQ, TPR: ATTN_TPR, BK: ATTN_BK, E: Math.ceil(D / ATTN_TPR), SPLIT: split ? 1 : 0 };
   const pipeline = ctx.pipeline(shader('attention'), constants, 'attn');
   const groups = base * nsplit;
+  const s = scratch(ctx, split ? nsplit * T * H * D : 1, split ? nsplit * T * H * 2 : 1);
   if (!split) {
-    run(ctx, enc, pipeline, { 0: p, 1: q, 2: kCache, 3: vCache, 4: out }, groups, 'attention');
+    // `ml` is referenced (under a constant-false branch) so the layout still wants it bound.
+    run(ctx, enc, pipeline, { 0: p, 1: q, 2: kCache, 3: vCache, 4: out, 5: s.ml }, groups, 'attention');
     return;
   }
-  const s = scratch(ctx, nsplit * T * H * D, nsplit * T * H * 2);
   run(ctx, enc, pipeline, { 0: p, 1: q, 2: kCache, 3: vCache, 4: s.acc, 5: s.ml }, groups, 'attention');
   const cp = params(ctx, [T * H, nsplit, D, 0]);
   run(ctx, enc, ctx.pipeline(shader('attention'), {}, 'attn_combine'), { 6: cp, 7: s.acc, 8: s.ml, 9: out },

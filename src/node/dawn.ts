@@ -24,6 +24,8 @@ export function chooseVulkanDriver(env: NodeJS.ProcessEnv = process.env): string
 }
 
 let cached: Promise<GpuContext> | undefined;
+/** Dawn is torn down when its GPU object is garbage-collected (webgpu README, "Lifetime"): keep it reachable. */
+let instance: GPU | undefined;
 
 /** One Dawn device per process (creating many is slow and leaks on some drivers). */
 export function getNodeGpu(): Promise<GpuContext> {
@@ -32,6 +34,7 @@ export function getNodeGpu(): Promise<GpuContext> {
     const { create, globals } = await import('webgpu');
     Object.assign(globalThis, globals);
     const gpu: GPU = create([]);
+    instance = gpu;
     const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
     if (!adapter) {
       throw new Error(

@@ -84,7 +84,10 @@ export function httpSource(baseUrl: string, opts: HttpSourceOptions = {}): ByteS
         if (res.status === 206) {
           bytes = new Uint8Array(await res.arrayBuffer());
         } else {
-          bytes = (await keepWhole(file, res)).subarray(offset, offset + length);
+          // A concurrent read may already be holding the whole file; do not keep two copies.
+          const other = whole.get(file);
+          if (other) await res.body?.cancel();
+          bytes = (await (other ?? keepWhole(file, res))).subarray(offset, offset + length);
         }
       }
       if (bytes.byteLength !== length) {

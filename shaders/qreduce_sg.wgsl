@@ -1,0 +1,16 @@
+// Row-slot reduction with subgroup shuffles: no workgroup memory and no barriers. Appended to qmatvec.wgsl and
+// matvec_float.wgsl; the wrapper puts `enable subgroups;` first and only picks this when TPR is at most the
+// adapter's minimum subgroup size, so the TPR lanes of a slot (consecutive invocation indices, TPR a power of two)
+// always sit inside one subgroup and a butterfly over lane bits < TPR sums exactly one slot.
+
+fn finish(acc: vec4<f32>, lane: u32, slot: u32, row0: u32, m: u32) {
+  var v = acc;
+  for (var k = 1u; k < TPR; k <<= 1u) { v += subgroupShuffleXor(v, k); }
+  if (lane == 0u) {
+    let o = P.y_off + m * P.y_stride + row0;
+    if (row0 < P.rows) { Y[o] = v.x; }
+    if (row0 + 1u < P.rows) { Y[o + 1u] = v.y; }
+    if (row0 + 2u < P.rows) { Y[o + 2u] = v.z; }
+    if (row0 + 3u < P.rows) { Y[o + 3u] = v.w; }
+  }
+}
