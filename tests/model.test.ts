@@ -60,3 +60,46 @@ for (const recipe of TINY_RECIPES) {
     assert.ok(checked > 25, `${recipe}: too few positions with a clear margin (${checked}); the tiny model's logits are too flat to test argmax`);
   });
 }
+
+test('GPU forward equals the CPU reference on an HF-named checkpoint (zero-centred norms, [C, 1, Kc] conv)', async () => {
+  const ctx = await getNodeGpu();
+  const src = memorySource(makeTinyCheckpoint('bf16', { seed: 11, hf: true }), 'tiny-bf16-hf');
+  const ckpt = await openCheckpoint(src);
+  assert.equal(ckpt.normShift, true);
+  const ref = createReferenceModel(ckpt.config, await referenceWeights(ckpt), { tied: ckpt.tied });
+  const engine = await loadEngine(ctx, src, { contextLength: 64 });
+  try {
+    const ids = randomIds(17, ckpt.config.vocabSize, 5);
+    let gpu = await engine.prefill(ids);
+    let cpu = ref.prefill(ids).at(-1)!;
+    let worst = 0;
+    for (let step = 0; step < 4; step++) {
+      const d = compareLogits(gpu, cpu);
+      worst = Math.max(worst, d.maxAbs);
+      assert.ok(d.maxAbs <= TOL, `hf step ${step}: max |Δlogit| ${d.maxAbs}`);
+      const next = argmax(cpu);
+      gpu = await engine.decode(next);
+      cpu = ref.decode(next);
+    }
+    console.log(`bf16 (HF names): max |Δlogit| GPU vs CPU = ${worst.toExponential(3)}`);
+  } finally {
+    engine.dispose();
+  }
+});
+
+test('engine errors: context overflow and out-of-vocabulary ids leave it usable', async () => {
+  const ctx = await getNodeGpu();
+  const src = memorySource(makeTinyCheckpoint('q4g32', { seed: 3 }), 'tiny-q4g32');
+  const engine = await loadEngine(ctx, src, { contextLength: 8 });
+  try {
+    await assert.rejects(engine.prefill([1, 2, 3, 4, 5, 6, 7, 8, 9]), /context overflow: 0 tokens .* \+ 9 new > context length 8/);
+    await assert.rejects(engine.prefill([1, 5000]), /token id 5000 is outside the vocabulary \[0, 1024\)/);
+    assert.equal(engine.position, 0);
+    const a = await engine.prefill([1, 2, 3]);
+    engine.reset();
+    const b = await engine.prefill([1, 2, 3]);
+    assert.deepEqual(a, b, 'reset must give back a fresh sequence');
+  } finally {
+    engine.dispose();
+  }
+});

@@ -2,6 +2,7 @@
 // chromium package ships SwiftShader (a Vulkan CPU driver): point the Vulkan loader at it when the
 // user has not chosen a driver, so the CLI and the tests run anywhere.
 import { existsSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createGpuContext, requestGpuDevice, type GpuContext } from '../gpu/context.ts';
 
 const SWIFTSHADER_ICDS = ['/usr/lib/chromium/vk_swiftshader_icd.json', '/usr/lib64/chromium/vk_swiftshader_icd.json'];
@@ -19,7 +20,11 @@ export function chooseVulkanDriver(env: NodeJS.ProcessEnv = process.env): string
   if (env.VK_ICD_FILENAMES || env.VK_DRIVER_FILES) return env.VK_ICD_FILENAMES ?? env.VK_DRIVER_FILES;
   if (hasGpuDeviceNode() && !env.QWEN_WEBGPU_SWIFTSHADER) return undefined;
   const icd = SWIFTSHADER_ICDS.find((p) => existsSync(p));
-  if (icd) env.VK_ICD_FILENAMES = icd;
+  if (icd) {
+    env.VK_ICD_FILENAMES = icd;
+    // SwiftShader's WSI probe complains on stderr when this is unset; a compute-only process needs no real one.
+    env.XDG_RUNTIME_DIR ??= tmpdir();
+  }
   return icd;
 }
 
