@@ -6,7 +6,10 @@ import type { ModelConfig } from '../format/config.ts';
 import type { ByteSource } from '../format/safetensors.ts';
 import { openCheckpoint, type Checkpoint } from '../format/checkpoint.ts';
 import { createScratch, destroyScratch, encodeForward, type ModelWeights, type Scratch } from '../model/qwen35.ts';
-import { createSequenceState, destroySequenceState, resetSequenceState, stateBytes, type SequenceState } from '../model/state.ts';
+import {
+  createSequenceState, destroySequenceState, resetSequenceState, restoreSnapshot, stateBytes, takeSnapshot,
+  type SequenceState, type StateSnapshot,
+} from '../model/state.ts';
 import { destroyModelWeights, loadModelWeights, weightBytes } from './load.ts';
 
 export interface EngineOptions {
@@ -30,6 +33,10 @@ export interface Engine {
   decode(id: number): Promise<Float32Array>;
   /** Starts a new sequence. */
   reset(): void;
+  /** Remembers the current point of the sequence (GDN/conv state + position); reuses `into`'s buffers if given. */
+  snapshot(into?: StateSnapshot): StateSnapshot;
+  /** Goes back to a remembered point: the next token lands at snap.position. */
+  restore(snap: StateSnapshot): void;
   /** Greedy generation after prefilling `ids`; stops at maxTokens or an eos id. */
   generate(ids: number[], maxTokens: number, opts?: { eos?: number[]; onToken?: (id: number) => void }): Promise<number[]>;
   dispose(): void;
@@ -117,6 +124,13 @@ export async function loadEngine(ctx: GpuContext, source: ByteSource, opts: Engi
     prefill: (ids) => run(ids),
     decode: (id) => run([id]),
     reset() { resetSequenceState(ctx, state); },
+    snapshot: (into) => takeSnapshot(ctx, state, into),
+    restore(snap) {
+      if (snap.buffers.length !== state.layers.filter((l) => l.kind === 'linear').length * 2) {
+        throw new Error('snapshot belongs to another model');
+      }
+      restoreSnapshot(ctx, state, snap);
+    },
     async generate(ids, maxTokens, gopts = {}) {
       const eos = new Set(gopts.eos ?? cfg.eosTokenIds);
       const out: number[] = [];

@@ -70,3 +70,40 @@ export function destroySequenceState(state: SequenceState): void {
     if (l.kind === 'linear') { l.conv.destroy(); l.recurrent.destroy(); } else { l.k.destroy(); l.v.destroy(); }
   }
 }
+
+/**
+ * The GDN recurrence cannot be rolled back, so a point of the sequence worth returning to (the end of a chat turn's
+ * prompt) is kept as a copy of every conv and recurrent state plus the position. KV caches need no copy: entries
+ * below the position are never overwritten by later tokens, only those at or above it.
+ */
+export interface StateSnapshot { position: number; buffers: GPUBuffer[]; bytes: number }
+
+function linearBuffers(state: SequenceState): GPUBuffer[] {
+  return state.layers.flatMap((l) => (l.kind === 'linear' ? [l.conv, l.recurrent] : []));
+}
+
+export function takeSnapshot(ctx: GpuContext, state: SequenceState, into?: StateSnapshot): StateSnapshot {
+  const src = linearBuffers(state);
+  const snap = into ?? {
+    position: 0,
+    buffers: src.map((b) => ctx.storage(b.size, `snapshot:${b.label}`)),
+    bytes: src.reduce((n, b) => n + b.size, 0),
+  };
+  const enc = ctx.device.createCommandEncoder({ label: 'take snapshot' });
+  src.forEach((b, i) => enc.copyBufferToBuffer(b, 0, snap.buffers[i], 0, b.size));
+  ctx.device.queue.submit([enc.finish()]);
+  snap.position = state.position;
+  return snap;
+}
+
+export function restoreSnapshot(ctx: GpuContext, state: SequenceState, snap: StateSnapshot): void {
+  const dst = linearBuffers(state);
+  const enc = ctx.device.createCommandEncoder({ label: 'restore snapshot' });
+  dst.forEach((b, i) => enc.copyBufferToBuffer(snap.buffers[i], 0, b, 0, b.size));
+  ctx.device.queue.submit([enc.finish()]);
+  state.position = snap.position;
+}
+
+export function destroySnapshot(snap: StateSnapshot): void {
+  for (const b of snap.buffers) b.destroy();
+}
