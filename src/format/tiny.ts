@@ -16,6 +16,10 @@ export interface TinyOptions {
   hf?: boolean;
   /** Override the recipe's shard count (udq2 defaults to 3, everything else to 1). */
   shards?: number;
+  /** Override parts of TINY_SHAPE (e.g. a real tokenizer's vocabulary for the demo model). */
+  shape?: Partial<TinyShape>;
+  /** eos_token_id of config.json (default: the last vocabulary id). */
+  eosTokenIds?: number[];
 }
 
 export const TINY_SHAPE = {
@@ -30,7 +34,9 @@ export const TINY_SHAPE = {
   convKernel: 4,
   intermediateSize: 512,
   vocabSize: 1024,
-} as const;
+};
+
+export type TinyShape = { [K in keyof typeof TINY_SHAPE]: number };
 
 interface Quant { bits: number; groupSize: number }
 
@@ -145,8 +151,7 @@ type Role = 'embedding' | 'linear' | 'norm' | 'gated_norm' | 'conv1d' | 'A_log' 
 
 interface TinyModule { path: string; role: Role; shape: number[] }
 
-function tinyModules(tied: boolean): TinyModule[] {
-  const s = TINY_SHAPE;
+function tinyModules(tied: boolean, s: TinyShape): TinyModule[] {
   const d = s.hiddenSize;
   const keyDim = s.linearKeyHeads * s.linearHeadDim;
   const valueDim = s.linearValueHeads * s.linearHeadDim;
@@ -154,7 +159,7 @@ function tinyModules(tied: boolean): TinyModule[] {
   const Hv = s.linearValueHeads;
   const mods: TinyModule[] = [{ path: 'embed_tokens', role: 'embedding', shape: [s.vocabSize, d] }];
   const add = (path: string, role: Role, shape: number[]) => mods.push({ path, role, shape });
-  tinyLayerTypes().forEach((t, i) => {
+  tinyLayerTypes(s).forEach((t, i) => {
     const p = `layers.${i}`;
     add(`${p}.input_layernorm`, 'norm', [d]);
     add(`${p}.post_attention_layernorm`, 'norm', [d]);
@@ -188,8 +193,8 @@ function tinyModules(tied: boolean): TinyModule[] {
   return mods;
 }
 
-function tinyLayerTypes(): ('linear_attention' | 'full_attention')[] {
-  return Array.from({ length: TINY_SHAPE.numLayers }, (_, i) => ((i + 1) % 4 === 0 ? 'full_attention' : 'linear_attention'));
+function tinyLayerTypes(s: TinyShape): ('linear_attention' | 'full_attention')[] {
+  return Array.from({ length: s.numLayers }, (_, i) => ((i + 1) % 4 === 0 ? 'full_attention' : 'linear_attention'));
 }
 
 /**
@@ -272,12 +277,11 @@ function extras(seed: number, hf: boolean): TensorData[] {
   return [blob(hf ? 'model.visual.blocks.0.attn.qkv.weight' : 'vision_tower.blocks.0.attn.qkv.weight'), blob('mtp.fc.weight')];
 }
 
-function tinyConfig(tied: boolean): Record<string, unknown> {
-  const s = TINY_SHAPE;
+function tinyConfig(tied: boolean, s: TinyShape, eos?: number[]): Record<string, unknown> {
   return {
     architectures: ['Qwen3_5ForConditionalGeneration'],
     model_type: 'qwen3_5',
-    eos_token_id: s.vocabSize - 1,
+    eos_token_id: eos ? (eos.length === 1 ? eos[0] : eos) : s.vocabSize - 1,
     tie_word_embeddings: tied,
     text_config: {
       model_type: 'qwen3_5_text',
@@ -296,7 +300,7 @@ function tinyConfig(tied: boolean): Record<string, unknown> {
       linear_value_head_dim: s.linearHeadDim,
       linear_conv_kernel_dim: s.convKernel,
       full_attention_interval: 4,
-      layer_types: tinyLayerTypes(),
+      layer_types: tinyLayerTypes(s),
       max_position_embeddings: 4096,
       rms_norm_eps: 1e-6,
       vocab_size: s.vocabSize,
@@ -306,7 +310,7 @@ function tinyConfig(tied: boolean): Record<string, unknown> {
         rope_type: 'default', rope_theta: 10000000, partial_rotary_factor: 0.25,
         mrope_section: [3, 3, 2], mrope_interleaved: true,
       },
-      eos_token_id: s.vocabSize - 1,
+      eos_token_id: eos ? (eos.length === 1 ? eos[0] : eos) : s.vocabSize - 1,
     },
   };
 }
@@ -332,7 +336,8 @@ export function makeTinyCheckpoint(recipe: TinyRecipe, opts: TinyOptions = {}): 
   if (!r) throw new Error(`unknown tiny recipe "${recipe}" (expected one of ${TINY_RECIPES.join(', ')})`);
   const seed = opts.seed ?? 0;
   const hf = opts.hf ?? false;
-  const mods = tinyModules(r.tied);
+  const shape: TinyShape = { ...TINY_SHAPE, ...opts.shape };
+  const mods = tinyModules(r.tied, shape);
   const tensors: TensorData[] = [];
   for (const m of mods) {
     const quantizable = m.role === 'linear' || m.role === 'embedding';
@@ -342,7 +347,7 @@ export function makeTinyCheckpoint(recipe: TinyRecipe, opts: TinyOptions = {}): 
   const shards = opts.shards ?? r.shards;
   // A module whose triplet spans shards catches loaders that assume one file per module.
   const split = shards >= 3 ? splitCandidate(r, mods, hf) : [];
-  return writeCheckpointFiles(tinyConfig(r.tied), quantizationBlock(r, mods, hf), tensors, { shards, splitModules: split });
+  return writeCheckpointFiles(tinyConfig(r.tied, shape, opts.eosTokenIds), quantizationBlock(r, mods, hf), tensors, { shards, splitModules: split });
 }
 
 function splitCandidate(r: Recipe, mods: TinyModule[], hf: boolean): string[] {
