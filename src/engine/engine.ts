@@ -31,6 +31,12 @@ export interface Engine {
   prefill(ids: number[]): Promise<Float32Array>;
   /** Appends one token; returns the logits after it. */
   decode(id: number): Promise<Float32Array>;
+  /**
+   * Appends `ids` and, in the same command buffer, lets `finish` encode work on the last position's logits
+   * (GPU sampling); resolves with `read()` (e.g. the 4-byte sampled id). Nothing else is read back.
+   */
+  forward<R>(ids: number[], finish: (enc: GPUCommandEncoder, logits: GPUBuffer) => void, read: () => Promise<R>): Promise<R>;
+  readonly gpu: GpuContext;
   /** Starts a new sequence. */
   reset(): void;
   /** Remembers the current point of the sequence (GDN/conv state + position); reuses `into`'s buffers if given. */
@@ -78,7 +84,13 @@ export async function loadEngine(ctx: GpuContext, source: ByteSource, opts: Engi
     throw e;
   }
 
-  async function run(ids: number[]): Promise<Float32Array> {
+  /**
+   * Runs the forward over `ids` (in prefill chunks), then `finish(enc, logits)` in the last chunk's encoder, then
+   * `read()`. Error scopes turn a validation or out-of-memory failure into an exception instead of garbage output.
+   */
+  async function forward<R>(
+    ids: number[], finish: (enc: GPUCommandEncoder, logits: GPUBuffer) => void, read: () => Promise<R>,
+  ): Promise<R> {
     if (ids.length === 0) throw new Error('prefill needs at least one token id');
     for (const id of ids) {
       if (!Number.isInteger(id) || id < 0 || id >= cfg.vocabSize) {
@@ -90,10 +102,9 @@ export async function loadEngine(ctx: GpuContext, source: ByteSource, opts: Engi
         `context overflow: ${state.position} tokens in the sequence + ${ids.length} new > context length ${contextLength}`,
       );
     }
-    // Error scopes turn a validation or out-of-memory failure into an exception instead of garbage logits.
     ctx.device.pushErrorScope('out-of-memory');
     ctx.device.pushErrorScope('validation');
-    let logits: Float32Array | undefined;
+    let result: R | undefined;
     let thrown: unknown;
     try {
       for (let start = 0; start < ids.length; start += prefillChunk) {
@@ -101,10 +112,11 @@ export async function loadEngine(ctx: GpuContext, source: ByteSource, opts: Engi
         ctx.device.queue.writeBuffer(scratch.ids, 0, new Uint32Array(chunk));
         const enc = ctx.device.createCommandEncoder({ label: `forward ${state.position}+${chunk.length}` });
         encodeForward(ctx, enc, cfg, weights, state, scratch, chunk.length);
+        if (start + prefillChunk >= ids.length) finish(enc, scratch.logits);
         ctx.device.queue.submit([enc.finish()]);
         state.position += chunk.length;
       }
-      logits = await readF32(ctx, scratch.logits, cfg.vocabSize);
+      result = await read();
     } catch (e) {
       thrown = e;
     }
@@ -113,8 +125,10 @@ export async function loadEngine(ctx: GpuContext, source: ByteSource, opts: Engi
     if (thrown) throw thrown;
     const err = validation ?? oom;
     if (err) throw new Error(`GPU error during the forward pass: ${err.message}`);
-    return logits!;
+    return result!;
   }
+
+  const run = (ids: number[]) => forward(ids, () => {}, () => readF32(ctx, scratch.logits, cfg.vocabSize));
 
   const engine: Engine = {
     config: cfg,
@@ -123,6 +137,8 @@ export async function loadEngine(ctx: GpuContext, source: ByteSource, opts: Engi
     contextLength,
     prefill: (ids) => run(ids),
     decode: (id) => run([id]),
+    forward,
+    gpu: ctx,
     reset() { resetSequenceState(ctx, state); },
     snapshot: (into) => takeSnapshot(ctx, state, into),
     restore(snap) {
