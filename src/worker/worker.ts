@@ -1,0 +1,107 @@
+// The engine's Web Worker: owns the GPU device, the model and the conversation; the main thread talks to it
+// through Comlink (src/worker/client.ts). One model and one running completion at a time.
+import * as Comlink from 'comlink';
+import '../gpu/shaders-vite.ts';
+import { createGpuContext, requestGpuDevice, type GpuContext } from '../gpu/context.ts';
+import type { ByteSource } from '../format/safetensors.ts';
+import { openChatModel, type ChatModel } from '../engine/chat-model.ts';
+import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest } from '../engine/chat.ts';
+import { cachedOrRemoteSource, resolveModel } from '../store/index.ts';
+import { deleteCachedModel, listCachedModels } from '../store/shard-cache.ts';
+import { filesSource } from '../store/file-source.ts';
+import type { LoadOptions, LoadProgress, WorkerApi } from './protocol.ts';
+
+let gpu: GpuContext | undefined;
+let model: ChatModel | undefined;
+let abort: AbortController | undefined;
+let onDeviceLost: ((message: string) => void) | undefined;
+
+async function getGpu(): Promise<GpuContext> {
+  if (gpu) return gpu;
+  if (!('gpu' in navigator)) throw new Error('WebGPU is not available in this browser (navigator.gpu is missing)');
+  const adapter = await navigator.gpu.requestAdapter({ powerPreference: 'high-performance' });
+  if (!adapter) throw new Error('no WebGPU adapter is available');
+  const device = await requestGpuDevice(adapter);
+  const ctx = createGpuContext(device);
+  device.lost.then((info) => {
+    // A lost device takes every buffer with it: forget the model so the next load starts clean.
+    if (gpu === ctx) gpu = undefined;
+    model = undefined;
+    if (info.reason !== 'destroyed') onDeviceLost?.(`GPU device lost: ${info.message || info.reason}`);
+  });
+  gpu = ctx;
+  return ctx;
+}
+
+function unload(): void {
+  abort?.abort();
+  model?.session.dispose();
+  model?.engine.dispose();
+  model = undefined;
+}
+
+const api: WorkerApi = {
+  async capabilities() {
+    const ctx = await getGpu();
+    const info = ctx.device.adapterInfo;
+    return {
+      adapter: [info?.vendor, info?.architecture, info?.description].filter(Boolean).join(' ') || 'unknown adapter',
+      shaderF16: ctx.features.shaderF16,
+      subgroups: ctx.features.subgroups,
+      timestampQuery: ctx.features.timestampQuery,
+      maxStorageBufferBindingSize: ctx.limits.maxStorageBufferBindingSize,
+      maxBufferSize: ctx.limits.maxBufferSize,
+    };
+  },
+
+  async load(source: string | File[], opts: LoadOptions, onProgress?: (p: LoadProgress) => void) {
+    unload();
+    const ctx = await getGpu();
+    let src: ByteSource;
+    let modelId: string;
+    if (typeof source === 'string') {
+      const resolved = resolveModel(source, { host: opts.host, revision: opts.revision });
+      modelId = resolved.id;
+      src = await cachedOrRemoteSource(resolved.id, resolved.baseUrl, {
+        onProgress: (p) => onProgress?.({ phase: 'download', ...p }),
+      });
+    } else {
+      src = filesSource(source);
+      modelId = opts.name ?? 'local model';
+    }
+    model = await openChatModel(ctx, src, modelId, {
+      contextLength: opts.contextLength,
+      onProgress: (done, total, tensor) => onProgress?.({ phase: 'upload', bytesDone: done, bytesTotal: total, file: tensor }),
+    });
+    return { modelId, contextLength: model.engine.contextLength, config: model.engine.config };
+  },
+
+  async chatCompletion(req: ChatCompletionRequest, onChunk?: (c: ChatCompletionChunk) => void): Promise<ChatCompletion> {
+    if (!model) throw new Error('no model is loaded: call load() first');
+    abort = new AbortController();
+    try {
+      return await model.session.complete(req, onChunk, abort.signal);
+    } finally {
+      abort = undefined;
+    }
+  },
+
+  interrupt() {
+    abort?.abort();
+  },
+
+  resetChat() {
+    model?.session.resetChat();
+  },
+
+  unload,
+
+  setDeviceLostHandler(handler: (message: string) => void) {
+    onDeviceLost = handler;
+  },
+
+  cacheList: () => listCachedModels(),
+  cacheDelete: (modelId: string) => deleteCachedModel(modelId),
+};
+
+Comlink.expose(api);
