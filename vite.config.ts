@@ -1,14 +1,19 @@
 import { defineConfig } from 'vite';
 import { resolve } from 'node:path';
 
-// The demo pages live in demo/; public/ holds static assets (the bundled tiny model comes in a later issue).
+// `npm run demo` serves demo/ (chat page, embed example) with public/ (the bundled tiny model) at the root.
+// `npm run build` builds the library (vite.lib.config.ts) into dist/.
 export default defineConfig({
   root: 'demo',
-  publicDir: resolve(__dirname, 'public'),
-  server: { fs: { allow: [resolve(__dirname)] } },
+  // 'mpa': a missing file is a 404, not index.html (the model loader probes optional files).
+  appType: 'mpa',
+  publicDir: resolve(import.meta.dirname, 'public'),
+  server: { fs: { allow: [resolve(import.meta.dirname)] } },
+  worker: { format: 'es' },
   build: {
-    outDir: resolve(__dirname, 'dist/demo'),
+    target: 'es2022',
+    outDir: resolve(import.meta.dirname, 'dist/demo'),
     emptyOutDir: true,
-    rollupOptions: { input: { index: resolve(__dirname, 'demo/index.html') } },
+    rollupOptions: { input: { index: resolve(import.meta.dirname, 'demo/index.html'), embed: resolve(import.meta.dirname, 'demo/embed.html') } },
   },
 });

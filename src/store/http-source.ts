@@ -8,7 +8,8 @@ export interface HttpSourceOptions {
   headers?: Record<string, string>;
 }
 
-function joinUrl(base: string, file: string): string {
+/** URL of a checkpoint file under a base URL; each path segment is percent-encoded. */
+export function joinUrl(base: string, file: string): string {
   return (base.endsWith('/') ? base : `${base}/`) + file.split('/').map(encodeURIComponent).join('/');
 }
 

@@ -1,0 +1,489 @@
+// Token sampling on the GPU (semantics: src/model/reference-sample.ts). Only the sampled id leaves the GPU.
+//
+// prep (many workgroups): penalties and the validVocab mask, then each logit becomes an order-preserving u32 key
+//   (larger logit ↔ larger key, 0 = not a candidate), plus a per-workgroup (max key, lowest id at it).
+// select (one workgroup): every filter keeps a set {key ≥ τ}, so instead of sorting the vocabulary the kernel
+//   finds each τ by a 16-way search on the key with a counting (top-k) or mass (top-p, draw) reduction over the
+//   vocabulary per round: 8 rounds for a 32-bit key. The draw finds v*, the largest key whose mass of keys ≥ v*
+//   exceeds u·M; within v*'s tie group (equal weights) the rank is floor((u·M − mass above) / e*), and the token of
+//   that rank in id order is found by the same search on the id (only when the group has several members).
+//   That is the reference's walk in (logit descending, id ascending) order. Then the id is written and counted.
+// record (any size): atomically adds ids to the penalty counts.
+//
+// Why search rounds are 16-way: each round is a full pass over the vocabulary by one workgroup, so fewer rounds
+// (8 instead of 32 for bisection) matter more than the 16 compare-adds per element they cost.
+// Infinities are never produced on purpose (WGSL implementations may assume there are none): ±inf logits are
+// clamped to ±FLT_MAX through their bits, and weights are computed from halved differences that cannot overflow.
+
+override WG: u32 = 256u;     // select invocations: a power of two in [128, 1024]
+const WG_PREP: u32 = 256u;
+const NB: u32 = 16u;         // evaluation points per search round
+const RED: u32 = 2048u;      // reduction scratch (floats); RED / WG accumulators are reduced at a time
+override ROWS: u32 = RED / WG;  // derived, never set by the host
+const KEY_MIN: u32 = 0x00800000u;  // key of −FLT_MAX, the smallest candidate key
+const NONE: u32 = 0xffffffffu;
+
+const MODE_COUNT: u32 = 0u;  // statistic: number of candidates with key ≥ threshold
+const MODE_MASS: u32 = 1u;   // statistic: Σ weight over candidates with key ≥ threshold
+const MODE_TIE: u32 = 2u;    // statistic: number of tokens with key == tie and id < threshold
+const PRED_GE: u32 = 0u;     // statistic ≥ goal
+const PRED_GT: u32 = 1u;     // statistic > goal
+const PRED_LE: u32 = 2u;     // statistic ≤ goal
+
+struct Params {
+  V: u32,
+  valid: u32,
+  nparts: u32,   // prep workgroups
+  greedy: u32,
+  topK: u32,     // 0 = off (the wrapper also turns off k ≥ validVocab)
+  useTopP: u32,
+  useMinP: u32,
+  n: u32,        // record: ids to add
+  topP: f32,
+  minP: f32,
+  invT: f32,
+  u: f32,
+  rep: f32,
+  invRep: f32,   // f32(1 / rep), rounded on the CPU so the reference can reproduce it
+  presence: f32,
+  _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> logits: array<u32>;  // f32 bits, read raw to sanitise NaN / inf
+@group(0) @binding(2) var<storage, read> counts: array<u32>;
+@group(0) @binding(3) var<storage, read_write> keys_out: array<u32>;
+@group(0) @binding(4) var<storage, read_write> parts_out: array<u32>;  // [nparts][max key, its id, candidates]
+@group(0) @binding(5) var<storage, read> keys: array<u32>;
+@group(0) @binding(6) var<storage, read> parts: array<u32>;
+@group(0) @binding(7) var<storage, read_write> counts_rw: array<u32>;
+@group(0) @binding(8) var<storage, read_write> out_id: array<u32>;
+@group(0) @binding(9) var<storage, read> rec_ids: array<u32>;
+@group(0) @binding(10) var<storage, read_write> counts_atomic: array<atomic<u32>>;
+
+// Order-preserving key of an f32 given by its bits: NaN → 0 (no candidate), ±inf → ±FLT_MAX, −0 → +0, so equal
+// values get equal keys and candidate keys lie in [KEY_MIN, 0xff7fffff].
+fn key_of(bits: u32) -> u32 {
+  var b = bits;
+  let mag = b & 0x7fffffffu;
+  if (mag > 0x7f800000u) { return 0u; }
+  if (mag == 0x7f800000u) { b = (b & 0x80000000u) | 0x7f7fffffu; }
+  if (b == 0x80000000u) { b = 0u; }
+  if ((b & 0x80000000u) != 0u) { return ~b; }
+  return b | 0x80000000u;
+}
+
+fn value_of(key: u32) -> f32 {
+  if ((key & 0x80000000u) != 0u) { return bitcast<f32>(key & 0x7fffffffu); }
+  return bitcast<f32>(~key);
+}
+
+// (key, id) pairs: larger key wins, then lower id. NONE as id loses every tie.
+fn better(k: u32, i: u32, bk: u32, bi: u32) -> bool {
+  return k > bk || (k == bk && i < bi);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// prep
+
+var<workgroup> pk: array<u32, WG_PREP>;
+var<workgroup> pi: array<u32, WG_PREP>;
+var<workgroup> pc: array<u32, WG_PREP>;
+
+@compute @workgroup_size(WG_PREP)
+fn prep(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let part = wid.x;
+  var bk = 0u;
+  var bi = NONE;
+  var nc = 0u;
+  for (var i = part * WG_PREP + lid; i < P.V; i += P.nparts * WG_PREP) {
+    var k = 0u;
+    if (i < P.valid) {
+      k = key_of(logits[i]);
+      if (k != 0u && counts[i] > 0u) {
+        let l = value_of(k);
+        let r = select(l * P.rep, l * P.invRep, l > 0.0);
+        k = key_of(bitcast<u32>(r - P.presence));
+      }
+    }
+    keys_out[i] = k;
+    nc += select(0u, 1u, k != 0u);
+    if (better(k, i, bk, bi)) {
+      bk = k;
+      bi = i;
+    }
+  }
+  pk[lid] = bk;
+  pi[lid] = bi;
+  pc[lid] = nc;
+  workgroupBarrier();
+  for (var s = WG_PREP / 2u; s > 0u; s >>= 1u) {
+    if (lid < s) {
+      if (better(pk[lid + s], pi[lid + s], pk[lid], pi[lid])) {
+        pk[lid] = pk[lid + s];
+        pi[lid] = pi[lid + s];
+      }
+      pc[lid] += pc[lid + s];
+    }
+    workgroupBarrier();
+  }
+  if (lid == 0u) {
+    parts_out[3u * part] = pk[0];
+    parts_out[3u * part + 1u] = pi[0];
+    parts_out[3u * part + 2u] = pc[0];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// select
+
+var<workgroup> red: array<f32, RED>;
+var<workgroup> rk: array<u32, WG>;
+var<workgroup> ri: array<u32, WG>;
+var<workgroup> res: array<f32, NB>;
+var<workgroup> bu0: u32;
+var<workgroup> bu1: u32;
+var<workgroup> bf0: f32;
+var<workgroup> gcount: atomic<u32>;
+
+// Set once per select from uniform values; read only in per-element code.
+var<private> lmax_half: f32;
+var<private> two_inv_t: f32;
+
+// exp((ℓ − ℓmax) / T) from halves, so ℓ − ℓmax cannot overflow; exactly 1 at ℓmax.
+fn weight(key: u32) -> f32 {
+  let d = max(value_of(key) * 0.5 - lmax_half, -1.0e30);
+  return exp(max(d * two_inv_t, -200.0));
+}
+
+fn bcast_u(v: u32, lid: u32) -> u32 {
+  workgroupBarrier();
+  if (lid == 0u) { bu0 = v; }
+  return workgroupUniformLoad(&bu0);
+}
+
+fn bcast_f(v: f32, lid: u32) -> f32 {
+  workgroupBarrier();
+  if (lid == 0u) { bf0 = v; }
+  return workgroupUniformLoad(&bf0);
+}
+
+// res[j] = statistic at threshold a + j·2^shift, j < NB. Every invocation accumulates its elements in the same
+// order for every j (adding w or 0) and the tree is shared, so res is monotone in j despite rounding.
+// Must be called in uniform control flow.
+fn stats(mode: u32, a: u32, shift: u32, tie: u32, lid: u32) {
+  var acc: array<f32, NB>;
+  for (var i = lid; i < P.V; i += WG) {
+    let k = keys[i];
+    var lo = NB;  // the element adds w to acc[lo .. hi)
+    var hi = NB;
+    var w = 1.0;
+    if (mode == MODE_TIE) {
+      if (k == tie) {
+        lo = select(min(((i - a) >> shift) + 1u, NB), 0u, i < a);
+      }
+    } else if (k >= a) {
+      lo = 0u;
+      hi = min(((k - a) >> shift) + 1u, NB);
+      if (mode == MODE_MASS) { w = weight(k); }
+    }
+    for (var j = 0u; j < NB; j++) {
+      acc[j] += select(0.0, w, j >= lo && j < hi);
+    }
+  }
+  for (var base = 0u; base < NB; base += ROWS) {
+    for (var r = 0u; r < ROWS; r++) {
+      red[r * WG + lid] = acc[base + r];
+    }
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+      if (lid < s) {
+        for (var r = 0u; r < ROWS; r++) {
+          red[r * WG + lid] += red[r * WG + lid + s];
+        }
+      }
+      workgroupBarrier();
+    }
+    if (lid < ROWS) { res[base + lid] = red[lid * WG]; }
+    workgroupBarrier();
+  }
+}
+
+// Over the tie group of key v: red[0] = its size, red[WG] = the mass of keys above v, ri[0] = its lowest id.
+fn tie_group(v: u32, lid: u32) {
+  var n = 0.0;
+  var above = 0.0;
+  var first = NONE;
+  for (var i = lid; i < P.V; i += WG) {
+    let k = keys[i];
+    if (k == v) {
+      n += 1.0;
+      first = min(first, i);
+    } else if (k > v) {
+      above += weight(k);
+    }
+  }
+  workgroupBarrier();
+  red[lid] = n;
+  red[WG + lid] = above;
+  ri[lid] = first;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (lid < s) {
+      red[lid] += red[lid + s];
+      red[WG + lid] += red[WG + lid + s];
+      ri[lid] = min(ri[lid], ri[lid + s]);
+    }
+    workgroupBarrier();
+  }
+}
+
+fn holds(pred: u32, stat: f32, goal: f32) -> bool {
+  if (pred == PRED_GE) { return stat >= goal; }
+  if (pred == PRED_GT) { return stat > goal; }
+  return stat <= goal;
+}
+
+struct Found {
+  v: u32,
+  first: f32,  // the statistic at a0
+  at: f32,     // the statistic at v
+}
+
+// Largest v in [a0, b0] whose statistic satisfies pred against the goal, assuming a0 does (a0 is returned when
+// nothing does). The goal is tparam, or tparam · statistic(a0) when scaled (a fraction of the kept mass).
+fn search(mode: u32, pred: u32, a0: u32, b0: u32, tie: u32, tparam: f32, scaled: bool, lid: u32) -> Found {
+  var a = a0;
+  var b = b0;
+  var first = 0.0;   // meaningful in invocation 0 only, like goal and at
+  var at = 0.0;
+  var goal = tparam;
+  var round = 0u;
+  loop {
+    // Smallest power-of-two step whose NB points a + j·step reach past b.
+    var shift = 0u;
+    while (((b - a) >> shift) >= NB) { shift++; }
+    stats(mode, a, shift, tie, lid);
+    var na = a;
+    var nb = b;
+    if (lid == 0u) {
+      if (round == 0u) {
+        first = res[0];
+        at = res[0];
+        if (scaled) { goal = tparam * res[0]; }
+      }
+      for (var j = 1u; j < NB; j++) {
+        let thr = a + (j << shift);
+        if (thr > b) { break; }
+        if (!holds(pred, res[j], goal)) {
+          nb = thr - 1u;
+          break;
+        }
+        na = thr;
+        at = res[j];
+      }
+    }
+    round++;
+    a = bcast_u(na, lid);
+    b = bcast_u(nb, lid);
+    if (a >= b) { break; }
+  }
+  let f = bcast_f(first, lid);
+  return Found(a, f, bcast_f(at, lid));
+}
+
+// Smallest key in [KEY_MIN, kmax] whose weight is ≥ minP (kmax when none is): the min-p threshold. Invocation 0.
+fn min_p_threshold(kmax: u32) -> u32 {
+  var lo = KEY_MIN;
+  var hi = kmax;
+  while (lo < hi) {
+    let mid = lo + (hi - lo) / 2u;
+    if (weight(mid) >= P.minP) { hi = mid; } else { lo = mid + 1u; }
+  }
+  return lo;
+}
+
+fn finish(id: u32, lid: u32) {
+  if (lid == 0u) {
+    out_id[0] = id;
+    if (id < P.V) { counts_rw[id] += 1u; }
+  }
+}
+
+// Fast path, when the top-k set (or the whole candidate set) has at most WG tokens: gather {key ≥ tau} into rk/ri,
+// sort it by (key descending, id ascending) and apply top-p, min-p and the draw by walking it token by token, as
+// the reference does. Returns the id (uniform).
+fn select_small(tau: u32, kmax: u32, lid: u32) -> u32 {
+  workgroupBarrier();
+  if (lid == 0u) { atomicStore(&gcount, 0u); }
+  rk[lid] = 0u;  // (0, NONE) sorts after every token
+  ri[lid] = NONE;
+  workgroupBarrier();
+  for (var i = lid; i < P.V; i += WG) {
+    let k = keys[i];
+    if (k >= tau) {
+      let slot = atomicAdd(&gcount, 1u);
+      if (slot < WG) {
+        rk[slot] = k;
+        ri[slot] = i;
+      }
+    }
+  }
+  workgroupBarrier();
+  var c = 0u;
+  if (lid == 0u) { c = min(atomicLoad(&gcount), WG); }
+  let n = bcast_u(c, lid);
+  // Bitonic sort of the first pow2 ≥ n slots; slots beyond n hold (0, NONE).
+  var n2 = 1u;
+  while (n2 < n) { n2 <<= 1u; }
+  for (var size = 2u; size <= n2; size <<= 1u) {
+    for (var stride = size >> 1u; stride > 0u; stride >>= 1u) {
+      let q = lid ^ stride;
+      if (lid < n2 && q > lid) {
+        let forward = (lid & size) == 0u;
+        let qfirst = better(rk[q], ri[q], rk[lid], ri[lid]);
+        if (qfirst == forward) {
+          let tk = rk[lid];
+          let ti = ri[lid];
+          rk[lid] = rk[q];
+          ri[lid] = ri[q];
+          rk[q] = tk;
+          ri[q] = ti;
+        }
+      }
+      workgroupBarrier();
+    }
+  }
+  if (lid < n) { red[lid] = weight(rk[lid]); }
+  workgroupBarrier();
+  var id = 0u;
+  if (lid == 0u) {
+    var cut = n;
+    if (P.useTopP != 0u) {
+      var total = 0.0;
+      for (var j = 0u; j < n; j++) { total += red[j]; }
+      let goal = P.topP * total;
+      var acc = 0.0;
+      for (var j = 0u; j < n; j++) {
+        acc += red[j];
+        if ((j + 1u == n || rk[j + 1u] != rk[j]) && acc >= goal) {
+          cut = j + 1u;
+          break;
+        }
+      }
+    }
+    if (P.useMinP != 0u) {
+      while (cut > 1u && rk[cut - 1u] < kmax && red[cut - 1u] < P.minP) { cut--; }
+    }
+    var mass = 0.0;
+    for (var j = 0u; j < cut; j++) { mass += red[j]; }
+    let t = P.u * mass;
+    var acc = 0.0;
+    id = ri[cut - 1u];
+    for (var j = 0u; j < cut; j++) {
+      acc += red[j];
+      if (acc > t) {
+        id = ri[j];
+        break;
+      }
+    }
+  }
+  return bcast_u(id, lid);
+}
+
+@compute @workgroup_size(WG)
+fn select_token(@builtin(local_invocation_index) lid: u32) {
+  // Max key, the lowest id holding it, and the number of candidates, over the prep partials.
+  var bk = 0u;
+  var bi = NONE;
+  var nc = 0u;
+  for (var p = lid; p < P.nparts; p += WG) {
+    if (better(parts[3u * p], parts[3u * p + 1u], bk, bi)) {
+      bk = parts[3u * p];
+      bi = parts[3u * p + 1u];
+    }
+    nc += parts[3u * p + 2u];
+  }
+  rk[lid] = bk;
+  ri[lid] = bi;
+  red[lid] = f32(nc);
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (lid < s) {
+      if (better(rk[lid + s], ri[lid + s], rk[lid], ri[lid])) {
+        rk[lid] = rk[lid + s];
+        ri[lid] = ri[lid + s];
+      }
+      red[lid] += red[lid + s];
+    }
+    workgroupBarrier();
+  }
+  let kmax = workgroupUniformLoad(&rk[0]);
+  let amax = ri[0];
+  var kept = red[0];  // candidates ≥ tau, exact in f32 below 2^24
+  if (kmax == 0u) {  // no candidate at all
+    finish(0u, lid);
+    return;
+  }
+  if (P.greedy != 0u) {
+    finish(amax, lid);
+    return;
+  }
+  lmax_half = value_of(kmax) * 0.5;
+  two_inv_t = 2.0 * P.invT;
+
+  var tau = KEY_MIN;
+  if (P.topK > 0u) {
+    let found = search(MODE_COUNT, PRED_GE, KEY_MIN, kmax, 0u, f32(P.topK), false, lid);
+    tau = found.v;
+    kept = found.at;
+  }
+  kept = bcast_f(kept, lid);
+  if (kept <= f32(WG)) {
+    finish(select_small(tau, kmax, lid), lid);
+    return;
+  }
+
+  if (P.useTopP != 0u) {
+    tau = search(MODE_MASS, PRED_GE, tau, kmax, 0u, P.topP, true, lid).v;
+  }
+  if (P.useMinP != 0u) {
+    var tm = 0u;
+    if (lid == 0u) { tm = min_p_threshold(kmax); }
+    tau = max(tau, bcast_u(tm, lid));
+  }
+
+  // Draw: v* is the largest key whose mass of keys ≥ v* exceeds t = u·M.
+  let found = search(MODE_MASS, PRED_GT, tau, kmax, 0u, P.u, true, lid);
+  let vstar = found.v;
+  tie_group(vstar, lid);
+  var rank = 0u;
+  var first = 0u;
+  if (lid == 0u) {
+    let group = u32(red[0]);
+    let t = P.u * found.first;
+    let e = weight(vstar);
+    var r = f32(group);  // a weightless group (only when nothing exceeded t): its last member, as the reference
+    if (e > 0.0) { r = floor((t - red[WG]) / e); }
+    rank = u32(clamp(r, 0.0, f32(max(group, 1u) - 1u)));
+    first = ri[0];
+  }
+  rank = bcast_u(rank, lid);
+  var id = bcast_u(first, lid);
+  if (rank > 0u) {
+    // The member of the tie group with `rank` members below it in id order.
+    id = search(MODE_TIE, PRED_LE, id, P.V - 1u, vstar, f32(rank), false, lid).v;
+  }
+  finish(id, lid);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// record
+
+@compute @workgroup_size(64)
+fn record(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = gid.x + gid.y * nwg.x * 64u;
+  if (i >= P.n) { return; }
+  let id = rec_ids[i];
+  if (id < P.V) { atomicAdd(&counts_atomic[id], 1u); }
+}

@@ -1,0 +1,301 @@
+// OpenAI-style chat completions on top of the engine: template → tokens → prefill (reusing the previous turn's
+// state) → GPU-sampled decode loop → detokenize → reasoning / content / tool-call split → chunks.
+// Platform neutral: the Web Worker and the Node tests drive the same code.
+import { readBuffer } from '../gpu/context.ts';
+import { createRng, createSampler, destroySampler, recordTokens, resetSampler, sampleToken, type Sampler, type SamplingParams } from '../gpu/sample.ts';
+import type { StateSnapshot } from '../model/state.ts';
+import { createDetokenizer, createOutputParser, promptOpensThinking, renderChat } from '../text/index.ts';
+import type { ChatMessage, ParsedToolCall, Tokenizer, ToolDef } from '../text/index.ts';
+import type { Engine } from './engine.ts';
+
+export interface ChatCompletionRequest {
+  messages: ChatMessage[];
+  stream?: boolean;
+  temperature?: number;
+  top_p?: number;
+  top_k?: number;
+  min_p?: number;
+  presence_penalty?: number;
+  repetition_penalty?: number;
+  seed?: number;
+  max_tokens?: number;
+  stop?: string | string[];
+  tools?: ToolDef[];
+  enable_thinking?: boolean;
+}
+
+export type FinishReason = 'stop' | 'length' | 'tool_calls' | 'abort';
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  extra: {
+    /** Prompt tokens whose state came from the previous turn instead of a new prefill. */
+    reused_prompt_tokens: number;
+    time_to_first_token_s: number;
+    prefill_tokens_per_s: number;
+    decode_tokens_per_s: number;
+  };
+}
+
+export interface ChatCompletionChunk {
+  id: string;
+  object: 'chat.completion.chunk';
+  created: number;
+  model: string;
+  choices: {
+    index: 0;
+    delta: { role?: 'assistant'; content?: string; reasoning_content?: string; tool_calls?: (ParsedToolCall & { index: number })[] };
+    finish_reason: FinishReason | null;
+  }[];
+  usage?: Usage;
+}
+
+export interface ChatCompletion {
+  id: string;
+  object: 'chat.completion';
+  created: number;
+  model: string;
+  choices: {
+    index: 0;
+    message: { role: 'assistant'; content: string | null; reasoning_content?: string; tool_calls?: ParsedToolCall[] };
+    finish_reason: FinishReason;
+  }[];
+  usage: Usage;
+}
+
+/** Sampling defaults and stop ids from generation_config.json / config.json (spec §7). */
+export interface GenerationDefaults {
+  eosTokenIds: number[];
+  temperature: number;
+  top_p: number;
+  top_k: number;
+  min_p: number;
+  presence_penalty: number;
+  repetition_penalty: number;
+}
+
+export function generationDefaults(generationConfig: Record<string, unknown> | undefined, configEos: number[]): GenerationDefaults {
+  const g = generationConfig ?? {};
+  const num = (k: string, d: number) => (typeof g[k] === 'number' ? (g[k] as number) : d);
+  const eos = g.eos_token_id;
+  const genEos = Array.isArray(eos) ? eos.map(Number) : typeof eos === 'number' ? [eos] : [];
+  return {
+    eosTokenIds: [...new Set([...genEos, ...configEos])],
+    temperature: g.do_sample === false ? 0 : num('temperature', 1),
+    top_p: num('top_p', 1),
+    top_k: num('top_k', 0),
+    min_p: num('min_p', 0),
+    presence_penalty: num('presence_penalty', 0),
+    repetition_penalty: num('repetition_penalty', 1),
+  };
+}
+
+export interface ChatSessionOptions {
+  modelId: string;
+  template: string;
+  generation: GenerationDefaults;
+}
+
+export interface ChatSession {
+  /** Runs one completion; `onChunk` receives the stream. Resolves with the whole response. */
+  complete(req: ChatCompletionRequest, onChunk?: (chunk: ChatCompletionChunk) => void, signal?: AbortSignal): Promise<ChatCompletion>;
+  /** Forgets the conversation: the next request prefills from scratch. */
+  resetChat(): void;
+  dispose(): void;
+}
+
+const startsWith = (a: readonly number[], prefix: readonly number[]) =>
+  prefix.length <= a.length && prefix.every((v, i) => a[i] === v);
+
+const now = () => (typeof performance !== 'undefined' ? performance.now() : Date.now());
+
+/** Holds back text that could be the start of a stop string, so a matched stop never reaches the stream. */
+function createStopMatcher(stops: string[]) {
+  let pending = '';
+  const hold = Math.max(0, ...stops.map((s) => s.length - 1));
+  return {
+    /** Returns the text safe to emit and whether a stop string was hit. */
+    push(text: string): { out: string; stopped: boolean } {
+      pending += text;
+      for (const s of stops) {
+        const i = pending.indexOf(s);
+        if (i >= 0) {
+          const out = pending.slice(0, i);
+          pending = '';
+          return { out, stopped: true };
+        }
+      }
+      const cut = Math.max(0, pending.length - hold);
+      const out = pending.slice(0, cut);
+      pending = pending.slice(cut);
+      return { out, stopped: false };
+    },
+    flush(): string {
+      const out = pending;
+      pending = '';
+      return out;
+    },
+  };
+}
+
+export function createChatSession(engine: Engine, tokenizer: Tokenizer, opts: ChatSessionOptions): ChatSession {
+  const ctx = engine.gpu;
+  const sampler: Sampler = createSampler(ctx, engine.config.vocabSize, Math.min(engine.config.vocabSize, tokenizer.vocabSize));
+  /** Token ids currently in the engine's sequence. */
+  let fed: number[] = [];
+  /** The end of the last prompt: the point the next turn most likely shares. */
+  let promptPoint: { tokens: number[]; snap: StateSnapshot } | undefined;
+  let busy = false;
+
+  async function complete(
+    req: ChatCompletionRequest, onChunk?: (chunk: ChatCompletionChunk) => void, signal?: AbortSignal,
+  ): Promise<ChatCompletion> {
+    if (busy) throw new Error('a completion is already running on this engine; interrupt it or wait');
+    busy = true;
+    try {
+      return await run(req, onChunk, signal);
+    } finally {
+      busy = false;
+    }
+  }
+
+  async function run(
+    req: ChatCompletionRequest, onChunk: ((chunk: ChatCompletionChunk) => void) | undefined, signal: AbortSignal | undefined,
+  ): Promise<ChatCompletion> {
+    const g = opts.generation;
+    const params: SamplingParams = {
+      temperature: req.temperature ?? g.temperature,
+      topK: req.top_k ?? g.top_k,
+      topP: req.top_p ?? g.top_p,
+      minP: req.min_p ?? g.min_p,
+      presencePenalty: req.presence_penalty ?? g.presence_penalty,
+      repetitionPenalty: req.repetition_penalty ?? g.repetition_penalty,
+    };
+    const rng = createRng(req.seed ?? Math.floor(Math.random() * 2 ** 32));
+    const stops = req.stop === undefined ? [] : Array.isArray(req.stop) ? req.stop : [req.stop];
+    const eos = new Set(g.eosTokenIds);
+    const id = `chatcmpl-${Math.random().toString(36).slice(2, 14)}`;
+    const created = Math.floor(Date.now() / 1000);
+    const chunk = (delta: ChatCompletionChunk['choices'][0]['delta'], finish: FinishReason | null = null): ChatCompletionChunk => ({
+      id, object: 'chat.completion.chunk', created, model: opts.modelId, choices: [{ index: 0, delta, finish_reason: finish }],
+    });
+
+    const prompt = renderChat(opts.template, req.messages, {
+      tools: req.tools, enableThinking: req.enable_thinking, addGenerationPrompt: true,
+      bosToken: tokenizer.bosToken, eosToken: tokenizer.eosToken,
+    });
+    const ids = tokenizer.encode(prompt);
+    const room = engine.contextLength - ids.length;
+    if (room < 1) {
+      throw new Error(`context overflow: the prompt has ${ids.length} tokens, the context length is ${engine.contextLength}`);
+    }
+    const maxTokens = Math.min(req.max_tokens ?? room, room);
+
+    // Reuse: continue the current sequence if the prompt extends it, else go back to the last prompt's end.
+    let reused = 0;
+    if (fed.length > 0 && ids.length > fed.length && startsWith(ids, fed)) {
+      reused = fed.length;
+    } else if (promptPoint && ids.length > promptPoint.tokens.length && startsWith(ids, promptPoint.tokens)) {
+      engine.restore(promptPoint.snap);
+      fed = promptPoint.tokens.slice();
+      reused = fed.length;
+    } else {
+      engine.reset();
+      fed = [];
+    }
+    resetSampler(ctx, sampler);
+    const enc = ctx.device.createCommandEncoder();
+    recordTokens(ctx, enc, sampler, ids);
+    ctx.device.queue.submit([enc.finish()]);
+
+    const readId = async () => new Uint32Array(await readBuffer(ctx, sampler.ids, 4))[0];
+    const step = async (tokens: number[]) => {
+      const next = await engine.forward(tokens, (e, logits) => sampleToken(ctx, e, sampler, logits, params, rng()), readId);
+      fed.push(...tokens);
+      return next;
+    };
+
+    const t0 = now();
+    let next = await step(ids.slice(reused));
+    const tFirst = now();
+    promptPoint = { tokens: ids.slice(), snap: engine.snapshot(promptPoint?.snap) };
+
+    onChunk?.(chunk({ role: 'assistant' }));
+    const detok = createDetokenizer(tokenizer, { skipSpecialTokens: true });
+    const parser = createOutputParser({ thinking: promptOpensThinking(prompt), tools: req.tools });
+    const stopper = createStopMatcher(stops);
+    let finish: FinishReason = 'length';
+    let generated = 0;
+    let content = '';
+    let reasoning = '';
+    const emit = (text: string) => {
+      for (const d of parser.push(text)) {
+        if (d.kind === 'content') content += d.text;
+        else reasoning += d.text;
+        onChunk?.(chunk(d.kind === 'content' ? { content: d.text } : { reasoning_content: d.text }));
+      }
+    };
+
+    while (generated < maxTokens) {
+      if (eos.has(next)) { finish = 'stop'; break; }
+      generated++;
+      const { out, stopped } = stopper.push(detok.push(next));
+      if (out) emit(out);
+      if (stopped) { finish = 'stop'; break; }
+      if (signal?.aborted) { finish = 'abort'; break; }
+      if (generated >= maxTokens) break;
+      next = await step([next]);
+    }
+    if (finish !== 'stop' || stops.length === 0) {
+      const tail = stopper.push(detok.flush());
+      emit(tail.out + (tail.stopped ? '' : stopper.flush()));
+    }
+    const parsed = parser.end();
+    for (const d of parsed.deltas) onChunk?.(chunk(d.kind === 'content' ? { content: d.text } : { reasoning_content: d.text }));
+    if (parsed.tool_calls.length > 0) {
+      if (finish === 'stop') finish = 'tool_calls';
+      onChunk?.(chunk({ tool_calls: parsed.tool_calls.map((c, index) => ({ index, ...c })) }));
+    }
+    const tEnd = now();
+    const prefilled = ids.length - reused;
+    const usage: Usage = {
+      prompt_tokens: ids.length,
+      completion_tokens: generated,
+      total_tokens: ids.length + generated,
+      extra: {
+        reused_prompt_tokens: reused,
+        time_to_first_token_s: (tFirst - t0) / 1000,
+        prefill_tokens_per_s: prefilled / Math.max(1e-9, (tFirst - t0) / 1000),
+        decode_tokens_per_s: generated > 1 ? (generated - 1) / Math.max(1e-9, (tEnd - tFirst) / 1000) : 0,
+      },
+    };
+    onChunk?.({ ...chunk({}, finish), usage });
+    return {
+      id, object: 'chat.completion', created, model: opts.modelId,
+      choices: [{
+        index: 0,
+        message: {
+          role: 'assistant',
+          content: parsed.content || (parsed.tool_calls.length ? null : ''),
+          ...(parsed.reasoning_content ? { reasoning_content: parsed.reasoning_content } : {}),
+          ...(parsed.tool_calls.length ? { tool_calls: parsed.tool_calls } : {}),
+        },
+        finish_reason: finish,
+      }],
+      usage,
+    };
+  }
+
+  return {
+    complete,
+    resetChat() {
+      fed = [];
+      engine.reset();
+    },
+    dispose() {
+      destroySampler(sampler);
+    },
+  };
+}

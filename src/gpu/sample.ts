@@ -1,0 +1,229 @@
+// Sampling for the decode loop, on the GPU: logits in, one token id out (4 bytes to read back, never the logits).
+// Semantics and their order (penalties → temperature → top-k → top-p → min-p → draw) are defined by
+// sampleReference in src/model/reference-sample.ts; shaders/sample.wgsl explains how the kernels realise them
+// without sorting the vocabulary.
+//
+// Per call: `prep` (one pass over the vocabulary, many workgroups) and `select` (one workgroup, a few dozen passes
+// over the vocabulary's keys when filters are on, one short reduction when greedy). The uniform draw u comes from
+// the caller (createRng below), so a seed reproduces a run.
+import { grid2d, type GpuContext } from './context.ts';
+import { shader } from './shaders.ts';
+
+export interface SamplingParams {
+  /** < 1e-5 (or ≤ 0): greedy. */
+  temperature: number;
+  /** 0 = off. Ties with the k-th logit are kept. */
+  topK: number;
+  /** 1 = off. */
+  topP: number;
+  /** 0 = off. */
+  minP: number;
+  /** 0 = off. Subtracted from the logit of every token with a count > 0. */
+  presencePenalty: number;
+  /** 1 = off. Positive logits are divided by it, negative ones multiplied, for tokens with a count > 0. */
+  repetitionPenalty: number;
+}
+
+/** GPU state of one sequence. */
+export interface Sampler {
+  /** u32 [1]: the id written by the last sampleToken. */
+  readonly ids: GPUBuffer;
+  /** u32 [vocabSize]: how often each id was recorded or sampled; the penalties apply where it is > 0. */
+  readonly counts: GPUBuffer;
+  readonly vocabSize: number;
+  /** Ids ≥ validVocab (embedding rows beyond the tokenizer) are never sampled. */
+  readonly validVocab: number;
+  /** Scratch: order-preserving keys of the penalised logits [vocabSize], prep partials [3 · nparts]. */
+  readonly keys: GPUBuffer;
+  readonly parts: GPUBuffer;
+  readonly nparts: number;
+}
+
+const WG_PREP = 256; // WG_PREP in sample.wgsl
+// Prep workgroups. Enough for a pass this small on a GPU; SwiftShader pays per workgroup (barrier fibers).
+const MAX_PARTS = 64;
+const RECORD_WG = 64;
+const RED_BYTES = 2048 * 4; // RED in sample.wgsl
+const GREEDY_TEMPERATURE = 1e-5; // same constant as reference-sample.ts
+
+export function createSampler(ctx: GpuContext, vocabSize: number, validVocab: number): Sampler {
+  if (!Number.isInteger(vocabSize) || vocabSize < 1) throw new Error(`createSampler: vocabSize ${vocabSize} must be a positive integer`);
+  if (!Number.isInteger(validVocab) || validVocab < 1 || validVocab > vocabSize) {
+    throw new Error(`createSampler: validVocab ${validVocab} must be an integer in [1, vocabSize ${vocabSize}]`);
+  }
+  const nparts = Math.min(MAX_PARTS, Math.ceil(vocabSize / WG_PREP));
+  return {
+    ids: ctx.storage(4, 'sampler-id'),
+    // New buffers are zero-filled, so a fresh sampler starts with no counts.
+    counts: ctx.storage(vocabSize * 4, 'sampler-counts'),
+    vocabSize,
+    validVocab,
+    keys: ctx.storage(vocabSize * 4, 'sampler-keys'),
+    parts: ctx.storage(nparts * 12, 'sampler-parts'),
+    nparts,
+  };
+}
+
+/** Frees the sampler's buffers; it must not be used afterwards. */
+export function destroySampler(sampler: Sampler): void {
+  for (const b of [sampler.ids, sampler.counts, sampler.keys, sampler.parts]) b.destroy();
+}
+
+/** Forgets every recorded token (a new conversation). Ordered before any work submitted after it. */
+export function resetSampler(ctx: GpuContext, sampler: Sampler): void {
+  const enc = ctx.device.createCommandEncoder();
+  enc.clearBuffer(sampler.counts);
+  ctx.device.queue.submit([enc.finish()]);
+}
+
+/**
+ * Adds ids to the penalty counts: the prompt, or tokens not produced by sampleToken (which counts its own).
+ * `ids` is a list or a GPU buffer of u32 (its first `n` elements; all of it by default). Ids ≥ vocabSize are ignored.
+ */
+export function recordTokens(
+  ctx: GpuContext, enc: GPUCommandEncoder, sampler: Sampler, ids: number[] | GPUBuffer, n?: number,
+): void {
+  let buf: GPUBuffer;
+  let count: number;
+  if (Array.isArray(ids)) {
+    count = n ?? ids.length;
+    if (count > ids.length) throw new Error(`recordTokens: n ${count} exceeds the ${ids.length} ids given`);
+    if (count === 0) return;
+    const data = new Uint32Array(count);
+    for (let i = 0; i < count; i++) {
+      const id = ids[i];
+      if (!Number.isInteger(id) || id < 0) throw new Error(`recordTokens: id ${id} at ${i} is not a non-negative integer`);
+      data[i] = Math.min(id, 0xffffffff);
+    }
+    buf = ctx.storage(data.byteLength, 'sampler-record-ids');
+    ctx.device.queue.writeBuffer(buf, 0, data);
+  } else {
+    buf = ids;
+    count = n ?? Math.floor(ids.size / 4);
+    if (count * 4 > ids.size) throw new Error(`recordTokens: n ${count} exceeds the buffer (${ids.size} bytes)`);
+    if (count === 0) return;
+  }
+  const p = uniformParams(ctx, { V: sampler.vocabSize, n: count });
+  const groups = grid2d(ctx, Math.ceil(count / RECORD_WG));
+  pass(ctx, enc, ctx.pipeline(shader('sample'), {}, 'record'), { 0: p, 9: buf, 10: sampler.counts }, groups, 'sample-record');
+}
+
+/**
+ * Samples one token from `logits` (f32 [vocabSize], at offset 0) with the sampler's counts, writes it to
+ * sampler.ids and counts it. u ∈ [0, 1) is the caller's uniform draw (f32-representable values reproduce
+ * sampleReference exactly; createRng yields such values).
+ */
+export function sampleToken(
+  ctx: GpuContext, enc: GPUCommandEncoder, sampler: Sampler, logits: GPUBuffer, params: SamplingParams, uniform01: number,
+): void {
+  checkParams(params, uniform01);
+  if (logits.size < sampler.vocabSize * 4) {
+    throw new Error(`sampleToken: logits buffer (${logits.size} bytes) is smaller than vocabSize ${sampler.vocabSize} f32`);
+  }
+  const greedy = !(params.temperature >= GREEDY_TEMPERATURE);
+  const p = uniformParams(ctx, {
+    V: sampler.vocabSize,
+    valid: sampler.validVocab,
+    nparts: sampler.nparts,
+    greedy: greedy ? 1 : 0,
+    topK: !greedy && params.topK > 0 && params.topK < sampler.validVocab ? params.topK : 0,
+    useTopP: !greedy && params.topP < 1 ? 1 : 0,
+    useMinP: !greedy && params.minP > 0 ? 1 : 0,
+    topP: params.topP,
+    minP: params.minP,
+    invT: greedy ? 1 : 1 / params.temperature,
+    u: uniform01,
+    rep: params.repetitionPenalty,
+    invRep: 1 / params.repetitionPenalty,
+    presence: params.presencePenalty,
+  });
+  const shaderCode = shader('sample');
+  pass(ctx, enc, ctx.pipeline(shaderCode, {}, 'prep'),
+    { 0: p, 1: logits, 2: sampler.counts, 3: sampler.keys, 4: sampler.parts }, [sampler.nparts, 1], 'sample-prep');
+  pass(ctx, enc, ctx.pipeline(shaderCode, { WG: selectWorkgroup(ctx) }, 'select_token'),
+    { 0: p, 5: sampler.keys, 6: sampler.parts, 7: sampler.counts, 8: sampler.ids }, [1, 1], 'sample-select');
+}
+
+/**
+ * Seeded uniform generator for the draws: xoshiro128** (Blackman & Vigna) seeded through splitmix32. Returns
+ * multiples of 2^-24 in [0, 1), exactly representable in f32, so the GPU sees the same u as the CPU reference.
+ */
+export function createRng(seed: number): () => number {
+  let x = seed >>> 0;
+  const splitmix = (): number => {
+    x = (x + 0x9e3779b9) >>> 0;
+    let z = x;
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+    return (z ^ (z >>> 16)) >>> 0;
+  };
+  let s0 = splitmix();
+  let s1 = splitmix();
+  let s2 = splitmix();
+  let s3 = splitmix();
+  if ((s0 | s1 | s2 | s3) === 0) s0 = 1; // the all-zero state is a fixed point
+  const rotl = (v: number, k: number): number => ((v << k) | (v >>> (32 - k))) >>> 0;
+  return () => {
+    const result = Math.imul(rotl(Math.imul(s1, 5) >>> 0, 7), 9) >>> 0;
+    const t = (s1 << 9) >>> 0;
+    s2 = (s2 ^ s0) >>> 0;
+    s3 = (s3 ^ s1) >>> 0;
+    s1 = (s1 ^ s2) >>> 0;
+    s0 = (s0 ^ s3) >>> 0;
+    s2 = (s2 ^ t) >>> 0;
+    s3 = rotl(s3, 11);
+    return (result >>> 8) / 16777216;
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// plumbing
+
+function checkParams(p: SamplingParams, u: number): void {
+  const finite = (name: keyof SamplingParams): void => {
+    if (!Number.isFinite(p[name])) throw new Error(`sampleToken: ${name} must be a finite number, found ${p[name]}`);
+  };
+  for (const k of ['temperature', 'topK', 'topP', 'minP', 'presencePenalty', 'repetitionPenalty'] as const) finite(k);
+  if (!Number.isInteger(p.topK) || p.topK < 0) throw new Error(`sampleToken: topK must be a non-negative integer, found ${p.topK}`);
+  if (!(p.repetitionPenalty > 0)) throw new Error(`sampleToken: repetitionPenalty must be > 0, found ${p.repetitionPenalty}`);
+  if (!(u >= 0 && u < 1)) throw new Error(`sampleToken: uniform01 must be in [0, 1), found ${u}`);
+}
+
+interface SampleUniform {
+  V: number; valid?: number; nparts?: number; greedy?: number; topK?: number; useTopP?: number; useMinP?: number;
+  n?: number; topP?: number; minP?: number; invT?: number; u?: number; rep?: number; invRep?: number; presence?: number;
+}
+
+/** The Params struct of sample.wgsl. */
+function uniformParams(ctx: GpuContext, f: SampleUniform): GPUBuffer {
+  const buf = new ArrayBuffer(64);
+  const u = new Uint32Array(buf);
+  const x = new Float32Array(buf);
+  u.set([f.V, f.valid ?? 0, f.nparts ?? 0, f.greedy ?? 0, f.topK ?? 0, f.useTopP ?? 0, f.useMinP ?? 0, f.n ?? 0]);
+  x.set([f.topP ?? 1, f.minP ?? 0, f.invT ?? 1, f.u ?? 0, f.rep ?? 1, f.invRep ?? 1, f.presence ?? 0], 8);
+  return ctx.uniform(u);
+}
+
+/** Largest power of two ≤ 1024 the device runs as one workgroup with select's workgroup memory. */
+function selectWorkgroup(ctx: GpuContext): number {
+  const { maxComputeInvocationsPerWorkgroup: inv, maxComputeWorkgroupSizeX: sx, maxComputeWorkgroupStorageSize: mem } = ctx.limits;
+  let wg = 1024;
+  // red, rk and ri, res, three broadcast words and the gather counter
+  while (wg > 128 && (wg > inv || wg > sx || RED_BYTES + 8 * wg + 16 * 4 + 16 > mem)) wg /= 2;
+  return wg;
+}
+
+function pass(
+  ctx: GpuContext, enc: GPUCommandEncoder, pipeline: GPUComputePipeline, bindings: Record<number, GPUBuffer>,
+  groups: [number, number], label: string,
+): void {
+  const bindGroup = ctx.device.createBindGroup({
+    layout: pipeline.getBindGroupLayout(0),
+    entries: Object.entries(bindings).map(([binding, buffer]) => ({ binding: Number(binding), resource: { buffer } })),
+  });
+  const cp = enc.beginComputePass({ label });
+  cp.setPipeline(pipeline);
+  cp.setBindGroup(0, bindGroup);
+  cp.dispatchWorkgroups(groups[0], groups[1]);
+  cp.end();
+}
