@@ -1,24 +1,32 @@
 // Token sampling on the GPU (semantics: src/model/reference-sample.ts). Only the sampled id leaves the GPU.
 //
-// prep (many workgroups): penalties and the validVocab mask, then each logit becomes an order-preserving u32 key
-//   (larger logit ↔ larger key, 0 = not a candidate), plus a per-workgroup (max key, lowest id at it).
-// select (one workgroup): every filter keeps a set {key ≥ τ}, so instead of sorting the vocabulary the kernel
-//   finds each τ by a 16-way search on the key with a counting (top-k) or mass (top-p, draw) reduction over the
-//   vocabulary per round: 8 rounds for a 32-bit key. The draw finds v*, the largest key whose mass of keys ≥ v*
-//   exceeds u·M; within v*'s tie group (equal weights) the rank is floor((u·M − mass above) / e*), and the token of
-//   that rank in id order is found by the same search on the id (only when the group has several members).
-//   That is the reference's walk in (logit descending, id ascending) order. Then the id is written and counted.
+// prep (several workgroups): penalties and the validVocab mask, then each logit becomes an order-preserving u32
+//   key (larger logit ↔ larger key, 0 = not a candidate); per workgroup the max key, the lowest id holding it and
+//   the number of candidates.
+// select_token (one workgroup). Greedy is the max of the partials. Otherwise every filter keeps a set {key ≥ τ},
+//   so nothing needs the vocabulary sorted:
+//   - small path, when the candidates (or the top-k set) number at most WG: gather them into workgroup memory,
+//     rank-sort by (key descending, id ascending) and walk that list exactly as the reference does.
+//   - search path: each τ is found by a 16-way search on the key, one pass over the vocabulary per round with a
+//     count (top-k) or weight (top-p) reduction at 16 thresholds: 8 rounds for a 32-bit key. The draw finds v*,
+//     the largest key whose weight of keys ≥ v* exceeds u·M; inside v*'s tie group (equal weights) the rank is
+//     floor((u·M − weight above v*) / e(v*)), and the member of that rank in id order is found by the same search
+//     on the id when the group has more than one member. That is the reference's walk in (logit descending, id
+//     ascending) order.
+//   Then the id is written and counted.
 // record (any size): atomically adds ids to the penalty counts.
 //
-// Why search rounds are 16-way: each round is a full pass over the vocabulary by one workgroup, so fewer rounds
-// (8 instead of 32 for bisection) matter more than the 16 compare-adds per element they cost.
+// Search rounds are 16-way because each round is a full pass over the vocabulary by one workgroup: 8 rounds
+// instead of 32 for bisection matter more than the 16 compare-adds per element they cost. Reductions are two
+// level (sequential runs of FAN, then one invocation per row): 3 barriers instead of log2(WG).
 // Infinities are never produced on purpose (WGSL implementations may assume there are none): ±inf logits are
-// clamped to ±FLT_MAX through their bits, and weights are computed from halved differences that cannot overflow.
+// clamped to ±FLT_MAX through their bits, and weights come from halved differences, which cannot overflow.
 
-override WG: u32 = 256u;     // select invocations: a power of two in [128, 1024]
-const WG_PREP: u32 = 256u;
-const NB: u32 = 16u;         // evaluation points per search round
-const RED: u32 = 2048u;      // reduction scratch (floats); RED / WG accumulators are reduced at a time
+override WG: u32 = 256u;        // select invocations: a power of two in [128, 1024]
+override WG_PREP: u32 = 256u;   // prep invocations: a power of two in [64, 256]
+const FAN: u32 = 16u;           // run length of the first reduction level
+const NB: u32 = 16u;            // thresholds per search round
+const RED: u32 = 2048u;         // reduction scratch (floats): ROWS accumulators of WG invocations at a time
 override ROWS: u32 = RED / WG;  // derived, never set by the host
 const KEY_MIN: u32 = 0x00800000u;  // key of −FLT_MAX, the smallest candidate key
 const NONE: u32 = 0xffffffffu;
@@ -78,7 +86,7 @@ fn value_of(key: u32) -> f32 {
   return bitcast<f32>(~key);
 }
 
-// (key, id) pairs: larger key wins, then lower id. NONE as id loses every tie.
+// (key, id) pairs: larger key first, then lower id. NONE as id comes after every real id.
 fn better(k: u32, i: u32, bk: u32, bi: u32) -> bool {
   return k > bk || (k == bk && i < bi);
 }
@@ -117,17 +125,25 @@ fn prep(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   pi[lid] = bi;
   pc[lid] = nc;
   workgroupBarrier();
-  for (var s = WG_PREP / 2u; s > 0u; s >>= 1u) {
-    if (lid < s) {
-      if (better(pk[lid + s], pi[lid + s], pk[lid], pi[lid])) {
-        pk[lid] = pk[lid + s];
-        pi[lid] = pi[lid + s];
+  if (lid < FAN) {
+    let o = lid * (WG_PREP / FAN);
+    for (var j = 1u; j < WG_PREP / FAN; j++) {
+      if (better(pk[o + j], pi[o + j], pk[o], pi[o])) {
+        pk[o] = pk[o + j];
+        pi[o] = pi[o + j];
       }
-      pc[lid] += pc[lid + s];
+      pc[o] += pc[o + j];
     }
-    workgroupBarrier();
   }
+  workgroupBarrier();
   if (lid == 0u) {
+    for (var o = WG_PREP / FAN; o < WG_PREP; o += WG_PREP / FAN) {
+      if (better(pk[o], pi[o], pk[0], pi[0])) {
+        pk[0] = pk[o];
+        pi[0] = pi[o];
+      }
+      pc[0] += pc[o];
+    }
     parts_out[3u * part] = pk[0];
     parts_out[3u * part + 1u] = pi[0];
     parts_out[3u * part + 2u] = pc[0];
@@ -144,6 +160,7 @@ var<workgroup> res: array<f32, NB>;
 var<workgroup> bu0: u32;
 var<workgroup> bu1: u32;
 var<workgroup> bf0: f32;
+var<workgroup> bf1: f32;
 var<workgroup> gcount: atomic<u32>;
 
 // Set once per select from uniform values; read only in per-element code.
@@ -156,21 +173,35 @@ fn weight(key: u32) -> f32 {
   return exp(max(d * two_inv_t, -200.0));
 }
 
+// Invocation 0's values to every invocation, as uniform values. The leading barrier keeps the write away from
+// slow readers of the previous broadcast.
 fn bcast_u(v: u32, lid: u32) -> u32 {
   workgroupBarrier();
   if (lid == 0u) { bu0 = v; }
   return workgroupUniformLoad(&bu0);
 }
 
-fn bcast_f(v: f32, lid: u32) -> f32 {
+fn bcast_uu(v: vec2u, lid: u32) -> vec2u {
   workgroupBarrier();
-  if (lid == 0u) { bf0 = v; }
-  return workgroupUniformLoad(&bf0);
+  if (lid == 0u) {
+    bu0 = v.x;
+    bu1 = v.y;
+  }
+  return vec2u(workgroupUniformLoad(&bu0), workgroupUniformLoad(&bu1));
+}
+
+fn bcast_ff(v: vec2f, lid: u32) -> vec2f {
+  workgroupBarrier();
+  if (lid == 0u) {
+    bf0 = v.x;
+    bf1 = v.y;
+  }
+  return vec2f(workgroupUniformLoad(&bf0), workgroupUniformLoad(&bf1));
 }
 
 // res[j] = statistic at threshold a + j·2^shift, j < NB. Every invocation accumulates its elements in the same
-// order for every j (adding w or 0) and the tree is shared, so res is monotone in j despite rounding.
-// Must be called in uniform control flow.
+// order for every j (adding w or 0) and the reduction is the same for every j, so res is monotone in j despite
+// rounding. Must be called in uniform control flow.
 fn stats(mode: u32, a: u32, shift: u32, tie: u32, lid: u32) {
   var acc: array<f32, NB>;
   for (var i = lid; i < P.V; i += WG) {
@@ -187,8 +218,11 @@ fn stats(mode: u32, a: u32, shift: u32, tie: u32, lid: u32) {
       hi = min(((k - a) >> shift) + 1u, NB);
       if (mode == MODE_MASS) { w = weight(k); }
     }
-    for (var j = 0u; j < NB; j++) {
-      acc[j] += select(0.0, w, j >= lo && j < hi);
+    // After the first round most elements lie below a and add nothing.
+    if (lo < hi) {
+      for (var j = 0u; j < NB; j++) {
+        acc[j] += select(0.0, w, j >= lo && j < hi);
+      }
     }
   }
   for (var base = 0u; base < NB; base += ROWS) {
@@ -196,21 +230,31 @@ fn stats(mode: u32, a: u32, shift: u32, tie: u32, lid: u32) {
       red[r * WG + lid] = acc[base + r];
     }
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-      if (lid < s) {
-        for (var r = 0u; r < ROWS; r++) {
-          red[r * WG + lid] += red[r * WG + lid + s];
-        }
-      }
-      workgroupBarrier();
+    if (lid < RED / FAN) {
+      let o = lid * FAN;
+      var t = red[o];
+      for (var j = 1u; j < FAN; j++) { t += red[o + j]; }
+      red[o] = t;
     }
-    if (lid < ROWS) { res[base + lid] = red[lid * WG]; }
+    workgroupBarrier();
+    if (lid < ROWS) {
+      let o = lid * WG;
+      var t = 0.0;
+      for (var s = 0u; s < WG; s += FAN) { t += red[o + s]; }
+      res[base + lid] = t;
+    }
     workgroupBarrier();
   }
 }
 
-// Over the tie group of key v: red[0] = its size, red[WG] = the mass of keys above v, ri[0] = its lowest id.
-fn tie_group(v: u32, lid: u32) {
+struct TieGroup {
+  size: f32,
+  above: f32,  // weight of the keys above the group
+  first: u32,  // lowest id in the group
+}
+
+// Invocation 0 gets the result. Must be called in uniform control flow.
+fn tie_group(v: u32, lid: u32) -> TieGroup {
   var n = 0.0;
   var above = 0.0;
   var first = NONE;
@@ -228,14 +272,28 @@ fn tie_group(v: u32, lid: u32) {
   red[WG + lid] = above;
   ri[lid] = first;
   workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (lid < s) {
-      red[lid] += red[lid + s];
-      red[WG + lid] += red[WG + lid + s];
-      ri[lid] = min(ri[lid], ri[lid + s]);
-    }
-    workgroupBarrier();
+  if (lid < 2u * WG / FAN) {
+    let o = lid * FAN;
+    var t = red[o];
+    for (var j = 1u; j < FAN; j++) { t += red[o + j]; }
+    red[o] = t;
   }
+  if (lid < WG / FAN) {
+    let o = lid * FAN;
+    var m = ri[o];
+    for (var j = 1u; j < FAN; j++) { m = min(m, ri[o + j]); }
+    ri[o] = m;
+  }
+  workgroupBarrier();
+  var g = TieGroup(0.0, 0.0, NONE);
+  if (lid == 0u) {
+    for (var s = 0u; s < WG; s += FAN) {
+      g.size += red[s];
+      g.above += red[WG + s];
+      g.first = min(g.first, ri[s]);
+    }
+  }
+  return g;
 }
 
 fn holds(pred: u32, stat: f32, goal: f32) -> bool {
@@ -251,11 +309,11 @@ struct Found {
 }
 
 // Largest v in [a0, b0] whose statistic satisfies pred against the goal, assuming a0 does (a0 is returned when
-// nothing does). The goal is tparam, or tparam · statistic(a0) when scaled (a fraction of the kept mass).
+// nothing does). The goal is tparam, or tparam · statistic(a0) when scaled (a fraction of the kept weight).
 fn search(mode: u32, pred: u32, a0: u32, b0: u32, tie: u32, tparam: f32, scaled: bool, lid: u32) -> Found {
   var a = a0;
   var b = b0;
-  var first = 0.0;   // meaningful in invocation 0 only, like goal and at
+  var first = 0.0;   // first, at and goal are meaningful in invocation 0 only
   var at = 0.0;
   var goal = tparam;
   var round = 0u;
@@ -273,23 +331,25 @@ fn search(mode: u32, pred: u32, a0: u32, b0: u32, tie: u32, tparam: f32, scaled:
         if (scaled) { goal = tparam * res[0]; }
       }
       for (var j = 1u; j < NB; j++) {
-        let thr = a + (j << shift);
-        if (thr > b) { break; }
+        // Compare offsets: a + j·step can wrap past 2^32 when b is near the top of the key range.
+        let off = j << shift;
+        if (off > b - a) { break; }
         if (!holds(pred, res[j], goal)) {
-          nb = thr - 1u;
+          nb = a + off - 1u;
           break;
         }
-        na = thr;
+        na = a + off;
         at = res[j];
       }
     }
     round++;
-    a = bcast_u(na, lid);
-    b = bcast_u(nb, lid);
+    let ab = bcast_uu(vec2u(na, nb), lid);
+    a = ab.x;
+    b = ab.y;
     if (a >= b) { break; }
   }
-  let f = bcast_f(first, lid);
-  return Found(a, f, bcast_f(at, lid));
+  let fa = bcast_ff(vec2f(first, at), lid);
+  return Found(a, fa.x, fa.y);
 }
 
 // Smallest key in [KEY_MIN, kmax] whose weight is ≥ minP (kmax when none is): the min-p threshold. Invocation 0.
@@ -310,14 +370,12 @@ fn finish(id: u32, lid: u32) {
   }
 }
 
-// Fast path, when the top-k set (or the whole candidate set) has at most WG tokens: gather {key ≥ tau} into rk/ri,
-// sort it by (key descending, id ascending) and apply top-p, min-p and the draw by walking it token by token, as
-// the reference does. Returns the id (uniform).
+// Small path: gather {key ≥ tau} (at most WG tokens) into rk/ri, sort by (key descending, id ascending) and apply
+// top-k, top-p, min-p and the draw by walking the list token by token, as the reference does. Returns the id
+// (uniform).
 fn select_small(tau: u32, kmax: u32, lid: u32) -> u32 {
   workgroupBarrier();
   if (lid == 0u) { atomicStore(&gcount, 0u); }
-  rk[lid] = 0u;  // (0, NONE) sorts after every token
-  ri[lid] = NONE;
   workgroupBarrier();
   for (var i = lid; i < P.V; i += WG) {
     let k = keys[i];
@@ -333,40 +391,39 @@ fn select_small(tau: u32, kmax: u32, lid: u32) -> u32 {
   var c = 0u;
   if (lid == 0u) { c = min(atomicLoad(&gcount), WG); }
   let n = bcast_u(c, lid);
-  // Bitonic sort of the first pow2 ≥ n slots; slots beyond n hold (0, NONE).
-  var n2 = 1u;
-  while (n2 < n) { n2 <<= 1u; }
-  for (var size = 2u; size <= n2; size <<= 1u) {
-    for (var stride = size >> 1u; stride > 0u; stride >>= 1u) {
-      let q = lid ^ stride;
-      if (lid < n2 && q > lid) {
-        let forward = (lid & size) == 0u;
-        let qfirst = better(rk[q], ri[q], rk[lid], ri[lid]);
-        if (qfirst == forward) {
-          let tk = rk[lid];
-          let ti = ri[lid];
-          rk[lid] = rk[q];
-          ri[lid] = ri[q];
-          rk[q] = tk;
-          ri[q] = ti;
-        }
-      }
-      workgroupBarrier();
+  // Rank sort: a token's place is the number of gathered tokens before it in (key descending, id ascending)
+  // order; ids are distinct, so the ranks are a permutation. n ≤ WG compares per invocation, two barriers.
+  var rank = 0u;
+  let mk = rk[lid];
+  let mi = ri[lid];
+  if (lid < n) {
+    for (var j = 0u; j < n; j++) {
+      rank += select(0u, 1u, better(rk[j], ri[j], mk, mi));
     }
   }
+  workgroupBarrier();
+  if (lid < n) {
+    rk[rank] = mk;
+    ri[rank] = mi;
+  }
+  workgroupBarrier();
   if (lid < n) { red[lid] = weight(rk[lid]); }
   workgroupBarrier();
   var id = 0u;
   if (lid == 0u) {
     var cut = n;
+    if (P.topK > 0u && P.topK < n) {
+      cut = P.topK;
+      while (cut < n && rk[cut] == rk[P.topK - 1u]) { cut++; }
+    }
     if (P.useTopP != 0u) {
       var total = 0.0;
-      for (var j = 0u; j < n; j++) { total += red[j]; }
+      for (var j = 0u; j < cut; j++) { total += red[j]; }
       let goal = P.topP * total;
       var acc = 0.0;
-      for (var j = 0u; j < n; j++) {
+      for (var j = 0u; j < cut; j++) {
         acc += red[j];
-        if ((j + 1u == n || rk[j + 1u] != rk[j]) && acc >= goal) {
+        if ((j + 1u == cut || rk[j + 1u] != rk[j]) && acc >= goal) {
           cut = j + 1u;
           break;
         }
@@ -394,33 +451,33 @@ fn select_small(tau: u32, kmax: u32, lid: u32) -> u32 {
 @compute @workgroup_size(WG)
 fn select_token(@builtin(local_invocation_index) lid: u32) {
   // Max key, the lowest id holding it, and the number of candidates, over the prep partials.
-  var bk = 0u;
-  var bi = NONE;
-  var nc = 0u;
-  for (var p = lid; p < P.nparts; p += WG) {
-    if (better(parts[3u * p], parts[3u * p + 1u], bk, bi)) {
-      bk = parts[3u * p];
-      bi = parts[3u * p + 1u];
-    }
-    nc += parts[3u * p + 2u];
-  }
-  rk[lid] = bk;
-  ri[lid] = bi;
-  red[lid] = f32(nc);
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (lid < s) {
-      if (better(rk[lid + s], ri[lid + s], rk[lid], ri[lid])) {
-        rk[lid] = rk[lid + s];
-        ri[lid] = ri[lid + s];
+  if (lid < FAN) {
+    var bk = 0u;
+    var bi = NONE;
+    var nc = 0u;
+    for (var p = lid; p < P.nparts; p += FAN) {
+      if (better(parts[3u * p], parts[3u * p + 1u], bk, bi)) {
+        bk = parts[3u * p];
+        bi = parts[3u * p + 1u];
       }
-      red[lid] += red[lid + s];
+      nc += parts[3u * p + 2u];
     }
-    workgroupBarrier();
+    rk[lid] = bk;
+    ri[lid] = bi;
+    red[lid] = f32(nc);  // exact below 2^24
+  }
+  workgroupBarrier();
+  if (lid == 0u) {
+    for (var j = 1u; j < FAN; j++) {
+      if (better(rk[j], ri[j], rk[0], ri[0])) {
+        rk[0] = rk[j];
+        ri[0] = ri[j];
+      }
+      red[0] += red[j];
+    }
   }
   let kmax = workgroupUniformLoad(&rk[0]);
   let amax = ri[0];
-  var kept = red[0];  // candidates ≥ tau, exact in f32 below 2^24
   if (kmax == 0u) {  // no candidate at all
     finish(0u, lid);
     return;
@@ -433,12 +490,12 @@ fn select_token(@builtin(local_invocation_index) lid: u32) {
   two_inv_t = 2.0 * P.invT;
 
   var tau = KEY_MIN;
-  if (P.topK > 0u) {
+  var kept = workgroupUniformLoad(&red[0]);  // candidates
+  if (P.topK > 0u && kept > f32(WG)) {
     let found = search(MODE_COUNT, PRED_GE, KEY_MIN, kmax, 0u, f32(P.topK), false, lid);
     tau = found.v;
-    kept = found.at;
+    kept = found.at;  // k, plus the ties of the k-th
   }
-  kept = bcast_f(kept, lid);
   if (kept <= f32(WG)) {
     finish(select_small(tau, kmax, lid), lid);
     return;
@@ -453,26 +510,23 @@ fn select_token(@builtin(local_invocation_index) lid: u32) {
     tau = max(tau, bcast_u(tm, lid));
   }
 
-  // Draw: v* is the largest key whose mass of keys ≥ v* exceeds t = u·M.
+  // Draw: v* is the largest key whose weight of keys ≥ v* exceeds t = u·M.
   let found = search(MODE_MASS, PRED_GT, tau, kmax, 0u, P.u, true, lid);
   let vstar = found.v;
-  tie_group(vstar, lid);
+  let g = tie_group(vstar, lid);
   var rank = 0u;
-  var first = 0u;
   if (lid == 0u) {
-    let group = u32(red[0]);
     let t = P.u * found.first;
     let e = weight(vstar);
-    var r = f32(group);  // a weightless group (only when nothing exceeded t): its last member, as the reference
-    if (e > 0.0) { r = floor((t - red[WG]) / e); }
-    rank = u32(clamp(r, 0.0, f32(max(group, 1u) - 1u)));
-    first = ri[0];
+    var r = g.size;  // a weightless group (only when nothing exceeded t): its last member, as the reference
+    if (e > 0.0) { r = floor((t - g.above) / e); }
+    rank = u32(clamp(r, 0.0, max(g.size, 1.0) - 1.0));
   }
-  rank = bcast_u(rank, lid);
-  var id = bcast_u(first, lid);
-  if (rank > 0u) {
+  let rf = bcast_uu(vec2u(rank, g.first), lid);
+  var id = rf.y;
+  if (rf.x > 0u) {
     // The member of the tie group with `rank` members below it in id order.
-    id = search(MODE_TIE, PRED_LE, id, P.V - 1u, vstar, f32(rank), false, lid).v;
+    id = search(MODE_TIE, PRED_LE, id, P.V - 1u, vstar, f32(rf.x), false, lid).v;
   }
   finish(id, lid);
 }

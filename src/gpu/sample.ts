@@ -3,9 +3,10 @@
 // sampleReference in src/model/reference-sample.ts; shaders/sample.wgsl explains how the kernels realise them
 // without sorting the vocabulary.
 //
-// Per call: `prep` (one pass over the vocabulary, many workgroups) and `select` (one workgroup, a few dozen passes
-// over the vocabulary's keys when filters are on, one short reduction when greedy). The uniform draw u comes from
-// the caller (createRng below), so a seed reproduces a run.
+// Per call: `prep` (one pass over the vocabulary, several workgroups) and `select` (one workgroup). Greedy is a
+// short reduction; sampling is a gather and an in-workgroup sort when the candidates or the top-k set fit the
+// workgroup, else 8-round searches (one pass over the keys per round) for top-k, top-p and the draw. The uniform
+// draw u comes from the caller (createRng below), so a seed reproduces a run.
 import { grid2d, type GpuContext } from './context.ts';
 import { shader } from './shaders.ts';
 
@@ -39,7 +40,6 @@ export interface Sampler {
   readonly nparts: number;
 }
 
-const WG_PREP = 256; // WG_PREP in sample.wgsl
 // Prep workgroups. Enough for a pass this small on a GPU; SwiftShader pays per workgroup (barrier fibers).
 const MAX_PARTS = 64;
 const RECORD_WG = 64;
@@ -51,7 +51,7 @@ export function createSampler(ctx: GpuContext, vocabSize: number, validVocab: nu
   if (!Number.isInteger(validVocab) || validVocab < 1 || validVocab > vocabSize) {
     throw new Error(`createSampler: validVocab ${validVocab} must be an integer in [1, vocabSize ${vocabSize}]`);
   }
-  const nparts = Math.min(MAX_PARTS, Math.ceil(vocabSize / WG_PREP));
+  const nparts = Math.min(MAX_PARTS, Math.ceil(vocabSize / prepWorkgroup(vocabSize)));
   return {
     ids: ctx.storage(4, 'sampler-id'),
     // New buffers are zero-filled, so a fresh sampler starts with no counts.
@@ -138,9 +138,9 @@ export function sampleToken(
     presence: params.presencePenalty,
   });
   const shaderCode = shader('sample');
-  pass(ctx, enc, ctx.pipeline(shaderCode, {}, 'prep'),
+  pass(ctx, enc, ctx.pipeline(shaderCode, { WG_PREP: prepWorkgroup(sampler.vocabSize) }, 'prep'),
     { 0: p, 1: logits, 2: sampler.counts, 3: sampler.keys, 4: sampler.parts }, [sampler.nparts, 1], 'sample-prep');
-  pass(ctx, enc, ctx.pipeline(shaderCode, { WG: selectWorkgroup(ctx) }, 'select_token'),
+  pass(ctx, enc, ctx.pipeline(shaderCode, { WG: selectWorkgroup(ctx, sampler.vocabSize) }, 'select_token'),
     { 0: p, 5: sampler.keys, 6: sampler.parts, 7: sampler.counts, 8: sampler.ids }, [1, 1], 'sample-select');
 }
 
@@ -204,12 +204,21 @@ function uniformParams(ctx: GpuContext, f: SampleUniform): GPUBuffer {
   return ctx.uniform(u);
 }
 
-/** Largest power of two ≤ 1024 the device runs as one workgroup with select's workgroup memory. */
-function selectWorkgroup(ctx: GpuContext): number {
+// Workgroup sizes grow with the vocabulary: a small one gains nothing from more invocations, and SwiftShader's
+// cost per barrier grows with them.
+function prepWorkgroup(vocabSize: number): number {
+  return vocabSize >= 16384 ? 256 : 64;
+}
+
+/**
+ * select's invocations: a power of two in [128, 1024], about vocabSize / 32, within what the device runs as one
+ * workgroup with select's workgroup memory. It is also the small path's capacity (see sample.wgsl).
+ */
+function selectWorkgroup(ctx: GpuContext, vocabSize: number): number {
   const { maxComputeInvocationsPerWorkgroup: inv, maxComputeWorkgroupSizeX: sx, maxComputeWorkgroupStorageSize: mem } = ctx.limits;
   let wg = 1024;
-  // red, rk and ri, res, three broadcast words and the gather counter
-  while (wg > 128 && (wg > inv || wg > sx || RED_BYTES + 8 * wg + 16 * 4 + 16 > mem)) wg /= 2;
+  // red, rk and ri, res, four broadcast words and the gather counter
+  while (wg > 128 && (wg > vocabSize / 32 || wg > inv || wg > sx || RED_BYTES + 8 * wg + 16 * 4 + 20 > mem)) wg /= 2;
   return wg;
 }
 
