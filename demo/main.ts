@@ -55,6 +55,8 @@ async function load(source: string | File[]): Promise<void> {
       contextLength: Number($<HTMLInputElement>('context').value) || undefined,
       onProgress,
       name: Array.isArray(source) ? 'local folder' : undefined,
+      // ?chunk=BYTES: smaller IndexedDB chunks (the e2e tests use it to cut a download between chunks).
+      chunkBytes: Number(new URLSearchParams(location.search).get('chunk')) || undefined,
     });
     loaded = true;
     history.length = 0;

@@ -1,4 +1,4 @@
-// <qwen-chat model="org/name" system="…" thinking context-length="4096" temperature="0.7">
+// <qwen-chat model="org/name" system="…" thinking context-length="4096" temperature="0.7" max-tokens="512">
 // A self-contained chat box over the worker engine. Theme it with CSS variables (--qwen-accent, --qwen-bg,
 // --qwen-fg, --qwen-radius, --qwen-font) and parts (::part(log), ::part(input), ::part(send), ::part(stop),
 // ::part(progress), ::part(user), ::part(assistant), ::part(thinking)).
@@ -24,7 +24,7 @@ progress { width: 100%; display: block; }
 `;
 
 export class QwenChatElement extends HTMLElement {
-  static observedAttributes = ['model', 'system', 'thinking', 'context-length', 'temperature'];
+  static observedAttributes = ['model', 'system', 'thinking', 'context-length', 'temperature', 'max-tokens'];
   private engine?: Promise<QwenEngine>;
   private loaded?: Promise<void>;
   private loadedModel?: string;
@@ -136,6 +136,7 @@ export class QwenChatElement extends HTMLElement {
       const stream = await engine.chat.completions.create({
         messages, stream: true, enable_thinking: this.hasAttribute('thinking'),
         ...(temperature !== null ? { temperature: Number(temperature) } : {}),
+        ...(this.getAttribute('max-tokens') ? { max_tokens: Number(this.getAttribute('max-tokens')) } : {}),
       });
       let content = '';
       for await (const chunk of stream) {

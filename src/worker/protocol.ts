@@ -11,6 +11,8 @@ export interface LoadOptions {
   revision?: string;
   /** Display name for local files. */
   name?: string;
+  /** Bytes per IndexedDB chunk of a download (default 64 MiB). */
+  chunkBytes?: number;
 }
 
 export interface LoadProgress {

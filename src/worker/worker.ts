@@ -63,6 +63,7 @@ const api: WorkerApi = {
       const resolved = resolveModel(source, { host: opts.host, revision: opts.revision });
       modelId = resolved.id;
       src = await cachedOrRemoteSource(resolved.id, resolved.baseUrl, {
+        chunkBytes: opts.chunkBytes,
         onProgress: (p) => onProgress?.({ phase: 'download', ...p }),
       });
     } else {
@@ -79,8 +80,14 @@ const api: WorkerApi = {
   async chatCompletion(req: ChatCompletionRequest, onChunk?: (c: ChatCompletionChunk) => void): Promise<ChatCompletion> {
     if (!model) throw new Error('no model is loaded: call load() first');
     abort = new AbortController();
+    // Chunks travel over the callback's own MessagePort, which is not ordered with the reply to this call:
+    // wait until the main thread has taken every chunk before answering, so the stream never ends early.
+    const delivered: Promise<unknown>[] = [];
+    const forward = onChunk && ((c: ChatCompletionChunk) => { delivered.push(Promise.resolve(onChunk(c))); });
     try {
-      return await model.session.complete(req, onChunk, abort.signal);
+      const result = await model.session.complete(req, forward, abort.signal);
+      await Promise.all(delivered);
+      return result;
     } finally {
       abort = undefined;
     }

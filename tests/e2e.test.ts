@@ -1,0 +1,223 @@
+// Browser end to end: the built demo and embed pages in Debian Chromium (SwiftShader WebGPU), driven by
+// playwright-core, served by a local static server that can count and cut requests. Screenshots go to
+// test-output/screenshots/.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { extname, join, normalize, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+
+const root = resolve(fileURLToPath(new URL('..', import.meta.url)));
+const site = join(root, 'dist/demo');
+const shots = join(root, 'test-output/screenshots');
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const MODEL_FILE = '/models/qwen-webgpu-tiny/model.safetensors';
+
+const TYPES: Record<string, string> = {
+  '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.json': 'application/json', '.jinja': 'text/plain',
+};
+
+interface Hooks {
+  log: { path: string; range?: string }[];
+  /** Cut the next full GET of this path after this many bytes. */
+  cut?: { path: string; afterBytes: number };
+}
+const hooks: Hooks = { log: [] };
+
+function handle(req: IncomingMessage, res: import('node:http').ServerResponse): void {
+  const path = decodeURIComponent(new URL(req.url!, 'http://x').pathname);
+  hooks.log.push({ path, range: req.headers.range });
+  let file = normalize(join(site, path));
+  if (!file.startsWith(site)) { res.writeHead(403).end(); return; }
+  if (existsSync(file) && statSync(file).isDirectory()) file = join(file, 'index.html');
+  if (!existsSync(file)) { res.writeHead(404).end('not found'); return; }
+  const data = readFileSync(file);
+  const headers = { 'Content-Type': TYPES[extname(file)] ?? 'application/octet-stream', 'Accept-Ranges': 'bytes', 'Cache-Control': 'no-store' };
+  const m = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
+  if (m) {
+    const start = Number(m[1]);
+    const end = m[2] ? Math.min(Number(m[2]), data.length - 1) : data.length - 1;
+    res.writeHead(206, { ...headers, 'Content-Range': `bytes ${start}-${end}/${data.length}`, 'Content-Length': end - start + 1 });
+    res.end(req.method === 'HEAD' ? undefined : data.subarray(start, end + 1));
+    return;
+  }
+  res.writeHead(200, { ...headers, 'Content-Length': data.length });
+  if (req.method === 'HEAD') { res.end(); return; }
+  if (hooks.cut && hooks.cut.path === path) {
+    const { afterBytes } = hooks.cut;
+    hooks.cut = undefined;
+    // Send part of the body, then drop the connection: the client sees a network error mid-file.
+    res.write(data.subarray(0, afterBytes), () => setTimeout(() => res.socket?.destroy(), 50));
+    return;
+  }
+  res.end(data);
+}
+
+let server: Server;
+let origin: string;
+let browser: Browser;
+let context: BrowserContext;
+
+before(async () => {
+  execFileSync('npx', ['vite', 'build', '--logLevel', 'warn'], { cwd: root, stdio: 'inherit' });
+  mkdirSync(shots, { recursive: true });
+  server = createServer(handle);
+  await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
+  origin = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--enable-unsafe-webgpu', '--no-sandbox', '--disable-background-networking', '--disable-component-update',
+      '--disable-sync', '--no-first-run', '--use-webgpu-adapter=swiftshader'],
+  });
+  context = await browser.newContext({ viewport: { width: 1200, height: 900 } });
+});
+
+after(async () => {
+  await browser?.close();
+  server?.close();
+});
+
+async function openDemo(query = ''): Promise<Page> {
+  const page = await context.newPage();
+  page.on('pageerror', (e) => console.log('pageerror:', e.message));
+  page.on('worker', (w) => w.on('console', (m) => console.log('worker:', m.text())));
+  await page.goto(`${origin}/index.html${query}`);
+  await page.waitForFunction(() => !document.getElementById('caps')!.textContent!.includes('probing'));
+  return page;
+}
+
+async function loadTiny(page: Page): Promise<void> {
+  await page.click('#load');
+  await page.waitForFunction(() => document.getElementById('model-note')!.textContent || document.getElementById('error')!.textContent,
+    null, { timeout: 180_000 });
+  assert.equal(await page.textContent('#error'), '', 'load error');
+  assert.match((await page.textContent('#model-note'))!, /TEST MODEL/);
+}
+
+async function send(page: Page, text: string, maxTokens: number): Promise<string> {
+  await page.fill('#max-tokens', String(maxTokens));
+  await page.fill('#input', text);
+  await page.evaluate(() => { document.getElementById('stats')!.textContent = ''; });
+  await page.click('#send');
+  await page.waitForFunction(() => document.getElementById('stats')!.textContent || document.getElementById('error')!.textContent,
+    null, { timeout: 180_000 });
+  assert.equal(await page.textContent('#error'), '');
+  return (await page.textContent('#stats'))!;
+}
+
+const modelRequests = () => hooks.log.filter((r) => r.path.endsWith('.safetensors') && !r.path.endsWith('.json'));
+
+test('demo: loads the bundled model with progress, caches it, chats with streaming, stops, deletes', { timeout: 900_000 }, async () => {
+  const page = await openDemo();
+  assert.match((await page.textContent('#caps'))!, /shader-f16 (yes|no) · subgroups (yes|no)/);
+  // Progress: sample the overall bar while loading.
+  const seen: number[] = [];
+  const sampler = setInterval(() => {
+    page.evaluate(() => { const p = document.getElementById('progress-all') as HTMLProgressElement; return p.value / (p.max || 1); })
+      .then((v) => seen.push(v), () => {});
+  }, 100);
+  hooks.log = [];
+  await loadTiny(page);
+  clearInterval(sampler);
+  assert.ok(modelRequests().length > 0, 'the first load downloads the weights');
+  assert.equal(await page.evaluate(() => (document.getElementById('progress-all') as HTMLProgressElement).value /
+    (document.getElementById('progress-all') as HTMLProgressElement).max), 1);
+  assert.ok(seen.some((v) => v > 0 && v < 1) || seen.length > 0, 'progress was reported');
+  await page.screenshot({ path: join(shots, 'demo-loaded.png'), fullPage: true });
+
+  // Reload: the weights now come from IndexedDB.
+  hooks.log = [];
+  await page.reload();
+  await page.waitForFunction(() => !document.getElementById('caps')!.textContent!.includes('probing'));
+  await loadTiny(page);
+  assert.deepEqual(modelRequests(), [], 'no shard request after a reload');
+
+  // Streaming: the answer grows over several chunks.
+  const lengths: number[] = [];
+  await page.exposeFunction('recordLength', (n: number) => lengths.push(n));
+  await page.evaluate(() => {
+    new MutationObserver(() => {
+      const a = document.querySelector('.assistant:last-child .answer');
+      if (a) (window as unknown as { recordLength(n: number): void }).recordLength(a.textContent!.length);
+    }).observe(document.getElementById('log')!, { subtree: true, childList: true, characterData: true });
+  });
+  const stats = await send(page, 'Hello! Who are you?', 10);
+  assert.match(stats, /10 tokens · TTFT \d+ ms · prefill [\d.]+ tok\/s · decode [\d.]+ tok\/s/);
+  assert.ok(new Set(lengths).size >= 3, `expected the reply to stream in pieces, saw lengths ${lengths.join(',')}`);
+  await page.screenshot({ path: join(shots, 'demo-chat.png'), fullPage: true });
+
+  // Stop: interrupt a long reply once it has started; the next message still works.
+  await page.fill('#max-tokens', '400');
+  await page.fill('#input', 'Tell me a long story.');
+  await page.evaluate(() => { document.getElementById('stats')!.textContent = ''; });
+  await page.click('#send');
+  await page.waitForFunction(() => (document.querySelector('.assistant:last-child .answer')?.textContent ?? '').length > 0, null, { timeout: 120_000 });
+  await page.click('#stop');
+  await page.waitForFunction(() => document.getElementById('stats')!.textContent, null, { timeout: 120_000 });
+  assert.match((await page.textContent('#stats'))!, /abort$/);
+  const again = await send(page, 'And now?', 4);
+  assert.match(again, /4 tokens .* reused \d+ prompt tokens · length$/);
+  assert.ok(Number(/reused (\d+)/.exec(again)![1]) > 0, 'the second turn reuses the first turn\'s state');
+
+  // Cache manager: delete frees the model.
+  await page.click('#cache-refresh');
+  await page.waitForSelector('#cache-list li button');
+  await page.screenshot({ path: join(shots, 'demo-cache.png'), fullPage: true });
+  await page.click('#cache-list li button');
+  await page.waitForFunction(() => document.getElementById('cache-list')!.textContent!.includes('empty'));
+  const left = await page.evaluate(() => (window as unknown as { qwenEngine: { cache: { list(): Promise<unknown[]> } } }).qwenEngine.cache.list());
+  assert.deepEqual(left, []);
+  await page.close();
+});
+
+test('demo: a download cut off mid-shard resumes from the last stored chunk', { timeout: 600_000 }, async () => {
+  const chunk = 1 << 20;
+  const page = await openDemo(`?chunk=${chunk}`);
+  hooks.log = [];
+  hooks.cut = { path: MODEL_FILE, afterBytes: 3 * chunk + 1234 };
+  await loadTiny(page);
+  const gets = hooks.log.filter((r) => r.path === MODEL_FILE);
+  const resumed = gets.find((r) => r.range?.startsWith('bytes=') && r.range !== 'bytes=0-0');
+  assert.ok(resumed, `expected a ranged request after the cut, saw ${JSON.stringify(gets)}`);
+  const from = Number(/bytes=(\d+)-/.exec(resumed!.range!)![1]);
+  assert.equal(from, 3 * chunk, 'resumes at the end of the last complete chunk');
+  await page.evaluate(() => (window as unknown as { qwenEngine: { cache: { delete(id: string): Promise<void> } } })
+    .qwenEngine.cache.delete(location.origin + '/models/qwen-webgpu-tiny'));
+  await page.close();
+});
+
+test('demo: a storage quota too small for the model shows its error', { timeout: 300_000 }, async () => {
+  const page = await openDemo();
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('Storage.overrideQuotaForOrigin', { origin, quotaSize: 1_000_000 });
+  hooks.log = [];
+  await page.click('#load');
+  await page.waitForFunction(() => document.getElementById('error')!.textContent, null, { timeout: 120_000 });
+  assert.match((await page.textContent('#error'))!, /needs [\d.]+ GB, [\d.]+ GB free/);
+  assert.deepEqual(modelRequests().filter((r) => !r.range), [], 'nothing was downloaded');
+  await page.screenshot({ path: join(shots, 'demo-quota-error.png'), fullPage: true });
+  await cdp.send('Storage.overrideQuotaForOrigin', { origin });
+  await page.close();
+});
+
+test('embed page: <qwen-chat> loads the model and produces a reply', { timeout: 600_000 }, async () => {
+  const page = await context.newPage();
+  await page.goto(`${origin}/embed.html`);
+  const chat = page.locator('qwen-chat');
+  await page.waitForFunction(() => {
+    const el = document.querySelector('qwen-chat')!;
+    return el.shadowRoot!.querySelector('progress')!.hidden && !el.shadowRoot!.querySelector('.status')!.textContent;
+  }, null, { timeout: 180_000 });
+  await chat.locator('textarea').fill('Hi there');
+  await page.evaluate(() => document.querySelector('qwen-chat')!.setAttribute('temperature', '0'));
+  await chat.locator('button[type=submit]').click();
+  await page.waitForFunction(() => document.getElementById('events')!.dataset.done === 'true', null, { timeout: 300_000 });
+  const reply = await chat.locator('.assistant').last().textContent();
+  assert.ok(reply && reply.length > 0, 'the element shows a reply');
+  assert.match((await page.textContent('#events'))!, /done: (stop|length)/);
+  await page.screenshot({ path: join(shots, 'embed.png'), fullPage: true });
+  await page.close();
+});
