@@ -89,6 +89,14 @@ async function openDemo(query = ''): Promise<Page> {
   return page;
 }
 
+const TINY_ID = () => `${origin}/models/qwen-webgpu-tiny`;
+
+/** Starts a test from an empty cache, whatever an earlier test left. */
+async function clearCache(page: Page): Promise<void> {
+  await page.evaluate((id) => (window as unknown as { qwenEngine: { cache: { delete(id: string): Promise<void> } } })
+    .qwenEngine.cache.delete(id), TINY_ID());
+}
+
 async function loadTiny(page: Page): Promise<void> {
   await page.click('#load');
   await page.waitForFunction(() => document.getElementById('model-note')!.textContent || document.getElementById('error')!.textContent,
@@ -112,6 +120,8 @@ const modelRequests = () => hooks.log.filter((r) => r.path.endsWith('.safetensor
 
 test('demo: loads the bundled model with progress, caches it, chats with streaming, stops, deletes', { timeout: 900_000 }, async () => {
   const page = await openDemo();
+  try {
+  await clearCache(page);
   assert.match((await page.textContent('#caps'))!, /shader-f16 (yes|no) · subgroups (yes|no)/);
   // Progress: sample the overall bar while loading.
   const seen: number[] = [];
@@ -170,12 +180,16 @@ test('demo: loads the bundled model with progress, caches it, chats with streami
   await page.waitForFunction(() => document.getElementById('cache-list')!.textContent!.includes('empty'));
   const left = await page.evaluate(() => (window as unknown as { qwenEngine: { cache: { list(): Promise<unknown[]> } } }).qwenEngine.cache.list());
   assert.deepEqual(left, []);
-  await page.close();
+  } finally {
+    await page.close();
+  }
 });
 
 test('demo: a download cut off mid-shard resumes from the last stored chunk', { timeout: 600_000 }, async () => {
   const chunk = 1 << 20;
   const page = await openDemo(`?chunk=${chunk}`);
+  try {
+  await clearCache(page);
   hooks.log = [];
   hooks.cut = { path: MODEL_FILE, afterBytes: 3 * chunk + 1234 };
   await loadTiny(page);
@@ -184,13 +198,16 @@ test('demo: a download cut off mid-shard resumes from the last stored chunk', { 
   assert.ok(resumed, `expected a ranged request after the cut, saw ${JSON.stringify(gets)}`);
   const from = Number(/bytes=(\d+)-/.exec(resumed!.range!)![1]);
   assert.equal(from, 3 * chunk, 'resumes at the end of the last complete chunk');
-  await page.evaluate(() => (window as unknown as { qwenEngine: { cache: { delete(id: string): Promise<void> } } })
-    .qwenEngine.cache.delete(location.origin + '/models/qwen-webgpu-tiny'));
-  await page.close();
+  await clearCache(page);
+  } finally {
+    await page.close();
+  }
 });
 
 test('demo: a storage quota too small for the model shows its error', { timeout: 300_000 }, async () => {
   const page = await openDemo();
+  try {
+  await clearCache(page);
   const cdp = await context.newCDPSession(page);
   await cdp.send('Storage.overrideQuotaForOrigin', { origin, quotaSize: 1_000_000 });
   hooks.log = [];
@@ -200,11 +217,14 @@ test('demo: a storage quota too small for the model shows its error', { timeout:
   assert.deepEqual(modelRequests().filter((r) => !r.range), [], 'nothing was downloaded');
   await page.screenshot({ path: join(shots, 'demo-quota-error.png'), fullPage: true });
   await cdp.send('Storage.overrideQuotaForOrigin', { origin });
-  await page.close();
+  } finally {
+    await page.close();
+  }
 });
 
 test('embed page: <qwen-chat> loads the model and produces a reply', { timeout: 600_000 }, async () => {
   const page = await context.newPage();
+  try {
   await page.goto(`${origin}/embed.html`);
   const chat = page.locator('qwen-chat');
   await page.waitForFunction(() => {
@@ -219,5 +239,7 @@ test('embed page: <qwen-chat> loads the model and produces a reply', { timeout: 
   assert.ok(reply && reply.length > 0, 'the element shows a reply');
   assert.match((await page.textContent('#events'))!, /done: (stop|length)/);
   await page.screenshot({ path: join(shots, 'embed.png'), fullPage: true });
-  await page.close();
+  } finally {
+    await page.close();
+  }
 });

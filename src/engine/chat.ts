@@ -3,7 +3,7 @@
 // Platform neutral: the Web Worker and the Node tests drive the same code.
 import { readBuffer } from '../gpu/context.ts';
 import { createRng, createSampler, destroySampler, recordTokens, resetSampler, sampleToken, type Sampler, type SamplingParams } from '../gpu/sample.ts';
-import type { StateSnapshot } from '../model/state.ts';
+import { destroySnapshot, type StateSnapshot } from '../model/state.ts';
 import { createDetokenizer, createOutputParser, promptOpensThinking, renderChat } from '../text/index.ts';
 import type { ChatMessage, ParsedToolCall, Tokenizer, ToolDef } from '../text/index.ts';
 import type { Engine } from './engine.ts';
@@ -145,7 +145,7 @@ export function createChatSession(engine: Engine, tokenizer: Tokenizer, opts: Ch
   const sampler: Sampler = createSampler(ctx, engine.config.vocabSize, Math.min(engine.config.vocabSize, tokenizer.vocabSize));
   /** Token ids currently in the engine's sequence. */
   let fed: number[] = [];
-  /** The end of the last prompt: the point the next turn most likely shares. */
+  /** The end of the last prompt's history (before the generation prompt): what the next turn shares. */
   let promptPoint: { tokens: number[]; snap: StateSnapshot } | undefined;
   let busy = false;
 
@@ -156,9 +156,19 @@ export function createChatSession(engine: Engine, tokenizer: Tokenizer, opts: Ch
     busy = true;
     try {
       return await run(req, onChunk, signal);
+    } catch (e) {
+      // Where the sequence stands after a failure is unknown: start the next turn from scratch.
+      forget();
+      throw e;
     } finally {
       busy = false;
     }
+  }
+
+  function forget(): void {
+    fed = [];
+    if (promptPoint) destroySnapshot(promptPoint.snap);
+    promptPoint = undefined;
   }
 
   async function run(
@@ -187,6 +197,13 @@ export function createChatSession(engine: Engine, tokenizer: Tokenizer, opts: Ch
       bosToken: tokenizer.bosToken, eosToken: tokenizer.eosToken,
     });
     const ids = tokenizer.encode(prompt);
+    // The history without the generation prompt is what the next turn's prompt starts with (the generation prompt
+    // itself, e.g. an empty think block, is re-rendered differently once the reply is part of the history).
+    let shared = tokenizer.encode(renderChat(opts.template, req.messages, {
+      tools: req.tools, enableThinking: req.enable_thinking, addGenerationPrompt: false,
+      bosToken: tokenizer.bosToken, eosToken: tokenizer.eosToken,
+    }));
+    if (shared.length >= ids.length || !startsWith(ids, shared)) shared = [];
     const room = engine.contextLength - ids.length;
     if (room < 1) {
       throw new Error(`context overflow: the prompt has ${ids.length} tokens, the context length is ${engine.contextLength}`);
@@ -218,9 +235,14 @@ export function createChatSession(engine: Engine, tokenizer: Tokenizer, opts: Ch
     };
 
     const t0 = now();
-    let next = await step(ids.slice(reused));
+    if (shared.length > reused) {
+      const history = ids.slice(reused, shared.length);
+      await engine.forward(history, () => {}, async () => undefined);
+      fed.push(...history);
+    }
+    if (shared.length >= reused) promptPoint = { tokens: shared, snap: engine.snapshot(promptPoint?.snap) };
+    let next = await step(ids.slice(Math.max(reused, shared.length)));
     const tFirst = now();
-    promptPoint = { tokens: ids.slice(), snap: engine.snapshot(promptPoint?.snap) };
 
     onChunk?.(chunk({ role: 'assistant' }));
     const detok = createDetokenizer(tokenizer, { skipSpecialTokens: true });
@@ -228,12 +250,8 @@ export function createChatSession(engine: Engine, tokenizer: Tokenizer, opts: Ch
     const stopper = createStopMatcher(stops);
     let finish: FinishReason = 'length';
     let generated = 0;
-    let content = '';
-    let reasoning = '';
     const emit = (text: string) => {
       for (const d of parser.push(text)) {
-        if (d.kind === 'content') content += d.text;
-        else reasoning += d.text;
         onChunk?.(chunk(d.kind === 'content' ? { content: d.text } : { reasoning_content: d.text }));
       }
     };
@@ -291,10 +309,11 @@ export function createChatSession(engine: Engine, tokenizer: Tokenizer, opts: Ch
   return {
     complete,
     resetChat() {
-      fed = [];
+      forget();
       engine.reset();
     },
     dispose() {
+      forget();
       destroySampler(sampler);
     },
   };
