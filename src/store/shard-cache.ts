@@ -57,9 +57,11 @@ export interface CachedModel {
 
 /** Not enough storage for the model; what is already stored stays, so a later call resumes. */
 export class QuotaError extends Error {
-  constructor(readonly modelId: string, readonly neededBytes: number, readonly freeBytes: number | null) {
+  /** `refused`: IndexedDB threw QuotaExceededError (the estimate may still claim space: browsers keep reserves). */
+  constructor(readonly modelId: string, readonly neededBytes: number, readonly freeBytes: number | null, readonly refused = false) {
     const free = freeBytes === null ? 'storage is full' : `${fmtGB(freeBytes)} free`;
-    super(`${modelId}: not enough browser storage: needs ${fmtGB(neededBytes)}, ${free}` +
+    const why = refused ? `the browser refused to store more (QuotaExceededError; it reports ${free})` : free;
+    super(`${modelId}: not enough browser storage: needs ${fmtGB(neededBytes)}, ${why}` +
       ' (free some space or delete other cached models; what is stored so far is kept)');
     this.name = 'QuotaError';
   }
@@ -157,7 +159,7 @@ export async function putChunk(rec: FileRecord, k: number, bytes: Uint8Array, st
     });
   } catch (e) {
     if (deleted) throw new ModelDeletedError(rec.modelId);
-    if (isQuotaExceeded(e)) throw new QuotaError(rec.modelId, bytes.byteLength, await freeBytes());
+    if (isQuotaExceeded(e)) throw new QuotaError(rec.modelId, bytes.byteLength, await freeBytes(), true);
     throw e;
   }
 }
@@ -174,7 +176,7 @@ export async function replaceChunk(modelId: string, file: string, k: number, byt
       return committed(s.transaction, `${modelId}/${file} chunk ${k}`);
     });
   } catch (e) {
-    if (isQuotaExceeded(e)) throw new QuotaError(modelId, bytes.byteLength, await freeBytes());
+    if (isQuotaExceeded(e)) throw new QuotaError(modelId, bytes.byteLength, await freeBytes(), true);
     throw e;
   }
 }
