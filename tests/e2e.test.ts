@@ -118,6 +118,26 @@ async function send(page: Page, text: string, maxTokens: number): Promise<string
 
 const modelRequests = () => hooks.log.filter((r) => r.path.endsWith('.safetensors') && !r.path.endsWith('.json'));
 
+test('demo: a storage quota too small for the model shows its error', { timeout: 300_000 }, async () => {
+  const page = await openDemo();
+  const cdp = await context.newCDPSession(page);
+  try {
+  await clearCache(page);
+  await cdp.send('Storage.overrideQuotaForOrigin', { origin, quotaSize: 1_000_000 });
+  hooks.log = [];
+  await page.click('#load');
+  await page.waitForFunction(() => document.getElementById('error')!.textContent, null, { timeout: 120_000 }).catch(async (e) => {
+    throw new Error(`${(e as Error).message}; page shows "${await page.textContent('#progress-label')}" / "${await page.textContent('#model-note')}"`);
+  });
+  // Chromium's estimate() ignores the override while IndexedDB enforces it: the refusal is what gets reported.
+  assert.match((await page.textContent('#error'))!, /not enough browser storage: needs [\d.]+ GB, the browser refused to store more/);
+  await page.screenshot({ path: join(shots, 'demo-quota-error.png'), fullPage: true });
+  } finally {
+    await cdp.send('Storage.overrideQuotaForOrigin', { origin }).catch(() => {});
+    await page.close();
+  }
+});
+
 test('demo: loads the bundled model with progress, caches it, chats with streaming, stops, deletes', { timeout: 900_000 }, async () => {
   const page = await openDemo();
   try {
@@ -199,24 +219,6 @@ test('demo: a download cut off mid-shard resumes from the last stored chunk', { 
   const from = Number(/bytes=(\d+)-/.exec(resumed!.range!)![1]);
   assert.equal(from, 3 * chunk, 'resumes at the end of the last complete chunk');
   await clearCache(page);
-  } finally {
-    await page.close();
-  }
-});
-
-test('demo: a storage quota too small for the model shows its error', { timeout: 300_000 }, async () => {
-  const page = await openDemo();
-  try {
-  await clearCache(page);
-  const cdp = await context.newCDPSession(page);
-  await cdp.send('Storage.overrideQuotaForOrigin', { origin, quotaSize: 1_000_000 });
-  hooks.log = [];
-  await page.click('#load');
-  await page.waitForFunction(() => document.getElementById('error')!.textContent, null, { timeout: 120_000 });
-  // Chromium's estimate() ignores the override while IndexedDB enforces it: the refusal is what gets reported.
-  assert.match((await page.textContent('#error'))!, /not enough browser storage: needs [\d.]+ GB, the browser refused to store more/);
-  await page.screenshot({ path: join(shots, 'demo-quota-error.png'), fullPage: true });
-  await cdp.send('Storage.overrideQuotaForOrigin', { origin });
   } finally {
     await page.close();
   }
