@@ -20,6 +20,7 @@ textarea { flex: 1; resize: none; font: inherit; padding: 6px; border-radius: 6p
 button { font: inherit; padding: 6px 12px; border-radius: 6px; border: 0; background: var(--qwen-accent, #3a6df0); color: #fff; cursor: pointer; }
 button[disabled] { opacity: .5; cursor: default; }
 progress { width: 100%; display: block; }
+progress[hidden] { display: none; }
 .status { font-size: 12px; color: #666; padding: 0 12px 6px; min-height: 1em; }
 `;
 
