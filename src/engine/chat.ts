@@ -192,17 +192,15 @@ export function createChatSession(engine: Engine, tokenizer: Tokenizer, opts: Ch
       id, object: 'chat.completion.chunk', created, model: opts.modelId, choices: [{ index: 0, delta, finish_reason: finish }],
     });
 
-    const prompt = renderChat(opts.template, req.messages, {
-      tools: req.tools, enableThinking: req.enable_thinking, addGenerationPrompt: true,
+    const render = (addGenerationPrompt: boolean) => renderChat(opts.template, req.messages, {
+      tools: req.tools, enableThinking: req.enable_thinking, addGenerationPrompt,
       bosToken: tokenizer.bosToken, eosToken: tokenizer.eosToken,
     });
+    const prompt = render(true);
     const ids = tokenizer.encode(prompt);
     // The history without the generation prompt is what the next turn's prompt starts with (the generation prompt
     // itself, e.g. an empty think block, is re-rendered differently once the reply is part of the history).
-    let shared = tokenizer.encode(renderChat(opts.template, req.messages, {
-      tools: req.tools, enableThinking: req.enable_thinking, addGenerationPrompt: false,
-      bosToken: tokenizer.bosToken, eosToken: tokenizer.eosToken,
-    }));
+    let shared = tokenizer.encode(render(false));
     if (shared.length >= ids.length || !startsWith(ids, shared)) shared = [];
     const room = engine.contextLength - ids.length;
     if (room < 1) {
@@ -249,6 +247,7 @@ export function createChatSession(engine: Engine, tokenizer: Tokenizer, opts: Ch
     const parser = createOutputParser({ thinking: promptOpensThinking(prompt), tools: req.tools });
     const stopper = createStopMatcher(stops);
     let finish: FinishReason = 'length';
+    let stoppedByString = false;
     let generated = 0;
     const emit = (text: string) => {
       for (const d of parser.push(text)) {
@@ -261,12 +260,13 @@ export function createChatSession(engine: Engine, tokenizer: Tokenizer, opts: Ch
       generated++;
       const { out, stopped } = stopper.push(detok.push(next));
       if (out) emit(out);
-      if (stopped) { finish = 'stop'; break; }
+      if (stopped) { finish = 'stop'; stoppedByString = true; break; }
       if (signal?.aborted) { finish = 'abort'; break; }
       if (generated >= maxTokens) break;
       next = await step([next]);
     }
-    if (finish !== 'stop' || stops.length === 0) {
+    // Release what the detokenizer and the stop matcher held back, unless a stop string already ended the text.
+    if (!stoppedByString) {
       const tail = stopper.push(detok.flush());
       emit(tail.out + (tail.stopped ? '' : stopper.flush()));
     }
