@@ -3,21 +3,16 @@
 import type { GpuContext } from '../gpu/context.ts';
 import { uploadBytes } from '../gpu/context.ts';
 import { createGpuLinear, destroyGpuLinear, type GpuLinear, type LinearFormat, type ScaleDtype } from '../gpu/linear.ts';
-import type { Checkpoint, ModulePlan } from '../format/checkpoint.ts';
+import { moduleBytes, readEntry, type Checkpoint, type ModulePlan } from '../format/checkpoint.ts';
 import { decodeFloats, type FloatDType } from '../format/dtype.ts';
 import type { FullAttnWeights, LinearAttnWeights, Mlp, ModelWeights } from '../model/qwen35.ts';
 
 const SCALE_DTYPE: Record<FloatDType, ScaleDtype> = { BF16: 'bf16', F16: 'f16', F32: 'f32' };
 
-function bytesOf(p: ModulePlan): number {
-  const size = (t: { begin: number; end: number }) => t.end - t.begin;
-  return p.kind === 'affine' ? size(p.weight) + size(p.scales) + size(p.biases) : size(p.weight);
-}
-
 /** Bytes the weights occupy on the GPU (as stored; the f32 conversion of vectors is negligible). */
 export function weightBytes(ckpt: Checkpoint): number {
   let total = 0;
-  for (const p of ckpt.modules.values()) total += bytesOf(p);
+  for (const p of ckpt.modules.values()) total += moduleBytes(p);
   return total;
 }
 
@@ -33,7 +28,7 @@ export async function loadModelWeights(
     return p;
   };
   const advance = (p: ModulePlan) => {
-    done += bytesOf(p);
+    done += moduleBytes(p);
     onProgress?.(done, total, p.path);
   };
 
@@ -42,7 +37,7 @@ export async function loadModelWeights(
     let lin: GpuLinear;
     if (p.kind === 'affine') {
       const [weight, scales, biases] = await Promise.all(
-        [p.weight, p.scales, p.biases].map((t) => ckpt.source.read(t.file, t.begin, t.end - t.begin)),
+        [p.weight, p.scales, p.biases].map((t) => readEntry(ckpt.source, t)),
       );
       const format: LinearFormat = {
         kind: 'affine', bits: p.bits as 2 | 3 | 4 | 5 | 6 | 8, groupSize: p.groupSize as 32 | 64 | 128, scaleDtype: p.scaleDtype,
@@ -50,7 +45,7 @@ export async function loadModelWeights(
       lin = createGpuLinear(ctx, { name: path, rows: p.rows, cols: p.cols, format }, { weight, scales, biases });
     } else {
       if (p.shape.length !== 2) throw new Error(`${path}: expected a 2-D weight, found shape [${p.shape.join(', ')}]`);
-      const weight = await ckpt.source.read(p.weight.file, p.weight.begin, p.weight.end - p.weight.begin);
+      const weight = await readEntry(ckpt.source, p.weight);
       lin = createGpuLinear(ctx, { name: path, rows: p.shape[0], cols: p.shape[1], format: { kind: 'float', dtype: SCALE_DTYPE[p.dtype] } }, { weight });
     }
     created.push(lin);
@@ -62,8 +57,7 @@ export async function loadModelWeights(
   async function vector(path: string): Promise<GPUBuffer> {
     const p = plan(path);
     if (p.kind !== 'float') throw new Error(`${path}: expected a float tensor, found ${p.bits}-bit affine`);
-    const bytes = await ckpt.source.read(p.weight.file, p.weight.begin, p.weight.end - p.weight.begin);
-    const v = decodeFloats(bytes, p.dtype);
+    const v = decodeFloats(await readEntry(ckpt.source, p.weight), p.dtype);
     if (p.role === 'norm' && ckpt.normShift) for (let i = 0; i < v.length; i++) v[i] += 1;
     const buf = uploadBytes(ctx, v, path);
     created.push(buf);

@@ -300,7 +300,8 @@ function lookup(tensors: Map<string, TensorEntry>, name: string): TensorEntry {
   return t;
 }
 
-async function readEntry(src: ByteSource, t: TensorEntry): Promise<Uint8Array> {
+/** The bytes of one stored tensor, checked to be exactly as long as its header says. */
+export async function readEntry(src: ByteSource, t: TensorEntry): Promise<Uint8Array> {
   const bytes = await src.read(t.file, t.begin, t.end - t.begin);
   if (bytes.byteLength !== t.end - t.begin) {
     throw new FormatError(`${tensorDesc(t)}: read ${bytes.byteLength} bytes, expected ${t.end - t.begin}`);
@@ -466,18 +467,23 @@ export interface CheckpointSummary {
   files: string[];
 }
 
+/** Bytes a module occupies as stored (packed weight + scales + biases, or the float weight). */
+export function moduleBytes(plan: ModulePlan): number {
+  const size = (t: TensorEntry) => t.end - t.begin;
+  return plan.kind === 'affine' ? size(plan.weight) + size(plan.scales) + size(plan.biases) : size(plan.weight);
+}
+
 export function summarizeCheckpoint(ckpt: Checkpoint): CheckpointSummary {
   const modules: ModuleSummary[] = [];
   const bytesByKind: Record<string, number> = {};
   let totalBytes = 0;
-  const size = (t: TensorEntry) => t.end - t.begin;
   for (const plan of ckpt.modules.values()) {
     const row: ModuleSummary = plan.kind === 'affine'
       ? {
         path: plan.path, kind: 'affine', bits: plan.bits, groupSize: plan.groupSize, dtype: plan.scales.dtype,
-        shape: [plan.rows, plan.cols], bytes: size(plan.weight) + size(plan.scales) + size(plan.biases),
+        shape: [plan.rows, plan.cols], bytes: moduleBytes(plan),
       }
-      : { path: plan.path, kind: 'float', bits: null, groupSize: null, dtype: plan.dtype, shape: plan.shape, bytes: size(plan.weight) };
+      : { path: plan.path, kind: 'float', bits: null, groupSize: null, dtype: plan.dtype, shape: plan.shape, bytes: moduleBytes(plan) };
     modules.push(row);
     const label = row.kind === 'affine' ? `affine ${row.bits}-bit g${row.groupSize}` : `float ${row.dtype}`;
     bytesByKind[label] = (bytesByKind[label] ?? 0) + row.bytes;
