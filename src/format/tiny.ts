@@ -2,7 +2,8 @@
 // loader, the kernels and the whole model. Weights are a function of (seed, tensor name) only, so every recipe
 // (and the HF-named variant) stores the same underlying model, just quantized differently.
 
-import { normaliseName } from './config.ts';
+import { layoutModules } from './checkpoint.ts';
+import { normaliseName, parseConfig } from './config.ts';
 import { encodeFloats } from './dtype.ts';
 import { quantizeAffine } from './quant.ts';
 import { writeCheckpointFiles, type TensorData } from './writer.ts';
@@ -151,46 +152,14 @@ type Role = 'embedding' | 'linear' | 'norm' | 'gated_norm' | 'conv1d' | 'A_log' 
 
 interface TinyModule { path: string; role: Role; shape: number[] }
 
+/** The modules of a Qwen3.5 checkpoint with this shape: the loader's own layout (spec §2.1), so the two never drift. */
 function tinyModules(tied: boolean, s: TinyShape): TinyModule[] {
-  const d = s.hiddenSize;
-  const keyDim = s.linearKeyHeads * s.linearHeadDim;
-  const valueDim = s.linearValueHeads * s.linearHeadDim;
-  const convDim = 2 * keyDim + valueDim;
-  const Hv = s.linearValueHeads;
-  const mods: TinyModule[] = [{ path: 'embed_tokens', role: 'embedding', shape: [s.vocabSize, d] }];
-  const add = (path: string, role: Role, shape: number[]) => mods.push({ path, role, shape });
-  tinyLayerTypes(s).forEach((t, i) => {
-    const p = `layers.${i}`;
-    add(`${p}.input_layernorm`, 'norm', [d]);
-    add(`${p}.post_attention_layernorm`, 'norm', [d]);
-    if (t === 'linear_attention') {
-      const a = `${p}.linear_attn`;
-      add(`${a}.in_proj_qkv`, 'linear', [convDim, d]);
-      add(`${a}.in_proj_z`, 'linear', [valueDim, d]);
-      add(`${a}.in_proj_b`, 'linear', [Hv, d]);
-      add(`${a}.in_proj_a`, 'linear', [Hv, d]);
-      add(`${a}.conv1d`, 'conv1d', [convDim, s.convKernel]);
-      add(`${a}.dt_bias`, 'dt_bias', [Hv]);
-      add(`${a}.A_log`, 'A_log', [Hv]);
-      add(`${a}.norm`, 'gated_norm', [s.linearHeadDim]);
-      add(`${a}.out_proj`, 'linear', [d, valueDim]);
-    } else {
-      const a = `${p}.self_attn`;
-      const D = s.headDim;
-      add(`${a}.q_proj`, 'linear', [2 * s.numHeads * D, d]);
-      add(`${a}.k_proj`, 'linear', [s.numKvHeads * D, d]);
-      add(`${a}.v_proj`, 'linear', [s.numKvHeads * D, d]);
-      add(`${a}.o_proj`, 'linear', [d, s.numHeads * D]);
-      add(`${a}.q_norm`, 'norm', [D]);
-      add(`${a}.k_norm`, 'norm', [D]);
-    }
-    add(`${p}.mlp.gate_proj`, 'linear', [s.intermediateSize, d]);
-    add(`${p}.mlp.up_proj`, 'linear', [s.intermediateSize, d]);
-    add(`${p}.mlp.down_proj`, 'linear', [d, s.intermediateSize]);
-  });
-  add('norm', 'norm', [d]);
-  if (!tied) add('lm_head', 'linear', [s.vocabSize, d]);
-  return mods;
+  return layoutModules(parseConfig(tinyConfig(tied, s)), { tied, isMlx: true }).map((m) => ({
+    path: m.path,
+    role: m.role === 'vector' ? (m.path.endsWith('.A_log') ? 'A_log' : 'dt_bias') : m.role,
+    // conv1d is generated as [C, Kc] and laid out per naming scheme when written.
+    shape: m.role === 'conv1d' ? m.shape.slice(0, 2) : m.shape,
+  }));
 }
 
 function tinyLayerTypes(s: TinyShape): ('linear_attention' | 'full_attention')[] {
