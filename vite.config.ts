@@ -5,6 +5,8 @@ import { resolve } from 'node:path';
 // `npm run build` builds the library (vite.lib.config.ts) into dist/.
 export default defineConfig({
   root: 'demo',
+  // Relative URLs in the built pages: dist/demo/ works from any sub-path.
+  base: './',
   // 'mpa': a missing file is a 404, not index.html (the model loader probes optional files).
   appType: 'mpa',
   publicDir: resolve(import.meta.dirname, 'public'),

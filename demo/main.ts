@@ -5,7 +5,8 @@ import type { ChatMessage } from '../src/text/index.ts';
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 const gb = (n: number) => (n >= 1 << 30 ? `${(n / (1 << 30)).toFixed(2)} GB` : `${(n / (1 << 20)).toFixed(1)} MB`);
 
-const engine = await createEngine();
+// A worker that cannot load is an error on the page, not a page that waits forever.
+const engine = await createEngine().catch((e: unknown) => { showError(e); throw e; });
 const history: ChatMessage[] = [];
 let loaded = false;
 

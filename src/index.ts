@@ -1,7 +1,7 @@
 // Public entry of the library build (dist/qwen-webgpu.js).
-export { createEngine } from './worker/client.ts';
+export { createEngine, WorkerStartError } from './worker/client.ts';
 export type {
-  QwenEngine, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Capabilities, LoadedModel, LoadOptions,
+  QwenEngine, CreateEngineOptions, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Capabilities, LoadedModel, LoadOptions,
   LoadProgress, CachedModel,
 } from './worker/client.ts';
 export type { ChatMessage, ToolDef } from './text/index.ts';

@@ -70,7 +70,12 @@ export class QwenChatElement extends HTMLElement {
     this.dispatchEvent(new CustomEvent(type, { detail, bubbles: true, composed: true }));
   }
 
+  private lastError?: unknown;
+
   private fail(e: unknown): void {
+    // A failed load reaches here twice (the load itself and the send that waited on it): report it once.
+    if (e === this.lastError) return;
+    this.lastError = e;
     const message = e instanceof Error ? e.message : String(e);
     this.els.status.textContent = `Error: ${message}`;
     this.fire('qwen-error', { message });
@@ -80,12 +85,18 @@ export class QwenChatElement extends HTMLElement {
     const model = this.getAttribute('model');
     if (!model) return Promise.reject(new Error('<qwen-chat> needs a model attribute'));
     if (this.loaded && this.loadedModel === model) return this.loaded;
-    this.engine ??= createEngine().then((en) => { en.onError((m) => this.fail(new Error(m))); return en; });
+    if (!this.engine) {
+      const engine = createEngine().then((en) => { en.onError((m) => this.fail(new Error(m))); return en; });
+      // A worker that failed to start is not kept: the next attempt starts a fresh one.
+      engine.catch(() => { if (this.engine === engine) this.engine = undefined; });
+      this.engine = engine;
+    }
     this.loadedModel = model;
     const ctxLen = Number(this.getAttribute('context-length')) || undefined;
     this.els.progress.hidden = false;
     this.els.status.textContent = `Loading ${model}…`;
-    const url = /^https?:\/\//.test(model) || !model.startsWith('/') ? model : new URL(model, location.href).href.replace(/\/$/, '');
+    // "/path", "./path" and "../path" are folders on this site, relative to the page; anything else is a URL or repo id.
+    const url = /^\.{0,2}\//.test(model) ? new URL(model, location.href).href.replace(/\/$/, '') : model;
     this.loaded = this.engine.then((en) => en.load(url, {
       contextLength: ctxLen,
       onProgress: (p) => {

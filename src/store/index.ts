@@ -11,4 +11,7 @@ export {
   listCachedModels, deleteCachedModel, isModelCached, cacheStore, QuotaError, ModelDeletedError,
   type CachedModel, type UseStore,
 } from './shard-cache.ts';
-export { cachedSource, cachedOrRemoteSource, type CachedSourceOptions, type CachedOrRemoteOptions } from './cached-source.ts';
+export {
+  cachedSource, cachedOrRemoteSource, CachedChunkError,
+  type CachedSourceOptions, type CachedOrRemoteOptions, type ChunkRefetch,
+} from './cached-source.ts';

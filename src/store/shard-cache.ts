@@ -271,10 +271,18 @@ export async function readStoredRange(
   return out;
 }
 
-/** Chunk k of a stored file, checked for presence and length (a cleared or damaged store fails here, by name). */
+/** Bytes stored chunk k of a file must have: chunkBytes, except the last one, cut at the stored end. */
+export function storedChunkBytes(rec: FileRecord, k: number): number {
+  return Math.max(0, Math.min(rec.chunkBytes, storedBytes(rec) - k * rec.chunkBytes));
+}
+
+/**
+ * Chunk k of a stored file, checked for presence and length only (a cleared or damaged store fails here, by
+ * name). Model loads go through cachedSource, which also checks each chunk's sha256 and repairs bad chunks.
+ */
 export async function loadChunk(rec: FileRecord, k: number, store = cacheStore()): Promise<Uint8Array> {
   const c = await getChunk(rec.modelId, rec.file, k, store);
-  const want = Math.min(rec.chunkBytes, storedBytes(rec) - k * rec.chunkBytes);
+  const want = storedChunkBytes(rec, k);
   if (!c || c.byteLength !== want) {
     const found = c ? `${c.byteLength} bytes, expected ${want}` : 'missing';
     throw new Error(`${rec.modelId}/${rec.file}: cached chunk ${k} is ${found} (run verifyModel or download the model again)`);

@@ -3,6 +3,7 @@
 //   await engine.load('org/name', { contextLength, onProgress });
 //   for await (const chunk of await engine.chat.completions.create({ messages, stream: true })) { ... }
 import * as Comlink from 'comlink';
+import bundledWorkerUrl from './worker.ts?worker&url';
 import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest } from '../engine/chat.ts';
 import type { CachedModel } from '../store/shard-cache.ts';
 import type { Capabilities, LoadedModel, LoadOptions, LoadProgress, WorkerApi } from './protocol.ts';
@@ -52,31 +53,113 @@ function chunkStream(run: (push: (c: ChatCompletionChunk) => void) => Promise<un
   };
 }
 
-export async function createEngine(opts: { worker?: Worker } = {}): Promise<QwenEngine> {
-  const worker = opts.worker ?? new Worker(new URL('./worker.ts', import.meta.url), { type: 'module', name: 'qwen-webgpu' });
+export interface CreateEngineOptions {
+  /** A worker you made yourself (it must run src/worker/worker.ts, i.e. dist/assets/worker-*.js). */
+  worker?: Worker;
+  /** Where the worker script is, when it is not next to this module (dist/assets/worker-*.js). */
+  workerUrl?: string | URL;
+  /** How long the worker may take to load and answer the start-up handshake (default 30 s). */
+  startTimeoutMs?: number;
+}
+
+/** The worker did not load, did not start in time, or died; the message names the URL and the cause. */
+export class WorkerStartError extends Error {
+  override name = 'WorkerStartError';
+}
+
+function spawnWorker(opts: CreateEngineOptions): { worker: Worker; url: string } {
+  if (opts.worker) return { worker: opts.worker, url: 'the worker passed to createEngine()' };
+  // Vite bundles the worker as its own file and gives its URL, relative to this module in the built library.
+  const url = new URL(opts.workerUrl ?? bundledWorkerUrl, location.href);
+  // Browsers refuse a worker script from another origin (a CDN); a same-origin blob that imports it works as long
+  // as the CDN sends CORS headers, which module scripts need anyway.
+  const script = url.origin === location.origin
+    ? url.href
+    : URL.createObjectURL(new Blob([`import ${JSON.stringify(url.href)};`], { type: 'text/javascript' }));
+  return { worker: new Worker(script, { type: 'module', name: 'qwen-webgpu' }), url: url.href };
+}
+
+/** Why a worker script did not load: a HEAD request tells a 404 from a script error (best effort, 3 s). */
+async function diagnose(url: string): Promise<string> {
+  if (!/^https?:/.test(url)) return '';
+  try {
+    const res = await fetch(url, { method: 'HEAD', cache: 'no-store', signal: AbortSignal.timeout(3000) });
+    if (!res.ok) return ` (the server answered HTTP ${res.status} for it)`;
+    const type = res.headers.get('content-type') ?? '';
+    if (!/javascript|ecmascript/.test(type)) return ` (the server sent it as "${type || 'no content type'}", not JavaScript)`;
+    return ' (the file is there: the script failed while starting; see the browser console)';
+  } catch (e) {
+    return ` (it could not be fetched: ${e instanceof Error ? e.message : String(e)})`;
+  }
+}
+
+const HINT = 'When you serve the library yourself, keep dist/assets/ beside dist/qwen-webgpu.js and dist/qwen-chat.js, ' +
+  'or pass createEngine({ workerUrl }).';
+
+export async function createEngine(opts: CreateEngineOptions = {}): Promise<QwenEngine> {
+  const { worker, url } = spawnWorker(opts);
   const remote = Comlink.wrap<WorkerApi>(worker);
   const errorHandlers: ((m: string) => void)[] = [];
-  await remote.setDeviceLostHandler(Comlink.proxy((m: string) => errorHandlers.forEach((h) => h(m))));
+  let started = false;
+  // Settles (rejects) when the worker fails or ends; every call races against it, so none waits forever.
+  let fail!: (e: Error) => void;
+  const ended = new Promise<never>((_, reject) => { fail = reject; });
+  ended.catch(() => {});
+  let endedWith: Error | undefined;
+  const end = (e: Error) => {
+    if (endedWith) return;
+    endedWith = e;
+    fail(e);
+  };
+  worker.addEventListener('error', (ev: Event) => {
+    const detail = (ev as ErrorEvent).message ? `: ${(ev as ErrorEvent).message}` : '';
+    // After start-up an uncaught error does not end a worker: report it, keep going.
+    if (started) { errorHandlers.forEach((h) => h(`error in the engine's worker${detail}`)); return; }
+    void diagnose(url).then((why) => end(new WorkerStartError(`the engine's worker failed to load from ${url}${why}${detail}. ${HINT}`)));
+  });
+  worker.addEventListener('messageerror', () => end(new WorkerStartError('a message from the engine\'s worker could not be read')));
+  const call = <T>(p: Promise<T>): Promise<T> => (endedWith ? Promise.reject(endedWith) : Promise.race([p, ended]));
+
+  const timeoutMs = opts.startTimeoutMs ?? 30_000;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new WorkerStartError(
+      `the engine's worker at ${url} did not answer within ${(timeoutMs / 1000).toFixed(1)} s of starting. ${HINT}`)), timeoutMs);
+  });
+  try {
+    await Promise.race([remote.hello(), ended, timeout]);
+    await call(remote.setDeviceLostHandler(Comlink.proxy((m: string) => errorHandlers.forEach((h) => h(m)))));
+  } catch (e) {
+    worker.terminate();
+    throw e;
+  } finally {
+    clearTimeout(timer);
+  }
+  started = true;
 
   function create(req: ChatCompletionRequest): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>> {
     if (req.stream) {
-      return Promise.resolve(chunkStream((push) => remote.chatCompletion(req, Comlink.proxy(push))));
+      return Promise.resolve(chunkStream((push) => call(remote.chatCompletion(req, Comlink.proxy(push)))));
     }
-    return remote.chatCompletion(req) as Promise<ChatCompletion>;
+    return call(remote.chatCompletion(req) as Promise<ChatCompletion>);
   }
 
   return {
     load: (model, o = {}) => {
       const { onProgress, ...rest } = o;
-      return remote.load(model, rest, onProgress ? Comlink.proxy(onProgress) : undefined);
+      return call(remote.load(model, rest, onProgress ? Comlink.proxy(onProgress) : undefined));
     },
     chat: { completions: { create: create as QwenEngine['chat']['completions']['create'] } },
-    interrupt: () => remote.interrupt(),
-    resetChat: () => remote.resetChat(),
-    unload: () => remote.unload(),
-    capabilities: () => remote.capabilities(),
+    interrupt: () => call(remote.interrupt()),
+    resetChat: () => call(remote.resetChat()),
+    unload: () => call(remote.unload()),
+    capabilities: () => call(remote.capabilities()),
     onError: (h) => { errorHandlers.push(h); },
-    cache: { list: () => remote.cacheList(), delete: (id) => remote.cacheDelete(id) },
-    terminate: () => worker.terminate(),
+    cache: { list: () => call(remote.cacheList()), delete: (id) => call(remote.cacheDelete(id)) },
+    terminate: () => {
+      worker.terminate();
+      endedWith ??= new WorkerStartError('the engine was terminated');
+      fail(endedWith);
+    },
   };
 }

@@ -38,6 +38,8 @@ export interface Capabilities {
 export interface LoadedModel { modelId: string; contextLength: number; config: ModelConfig }
 
 export interface WorkerApi {
+  /** Start-up handshake: answers once the worker's module has loaded. */
+  hello(): string;
   capabilities(): Promise<Capabilities>;
   load(source: string | File[], opts: LoadOptions, onProgress?: (p: LoadProgress) => void): Promise<LoadedModel>;
   chatCompletion(req: ChatCompletionRequest, onChunk?: (c: ChatCompletionChunk) => void): Promise<ChatCompletion>;

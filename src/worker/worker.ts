@@ -41,6 +41,8 @@ function unload(): void {
 }
 
 const api: WorkerApi = {
+  hello: () => 'qwen-webgpu',
+
   async capabilities() {
     const ctx = await getGpu();
     const info = ctx.device.adapterInfo;
@@ -54,8 +56,14 @@ const api: WorkerApi = {
     };
   },
 
-  async load(source: string | File[], opts: LoadOptions, onProgress?: (p: LoadProgress) => void) {
+  async load(source: string | File[], opts: LoadOptions, progressCallback?: (p: LoadProgress) => void) {
     unload();
+    // Like stream chunks: progress reports travel on their own port, so the reply waits until the main thread has
+    // taken the last one (the port keeps them in order); else a late "uploading" report lands after "ready".
+    let lastReport: Promise<unknown> = Promise.resolve();
+    const onProgress = progressCallback && ((p: LoadProgress) => {
+      lastReport = Promise.resolve(progressCallback(p)).catch(() => {});
+    });
     const ctx = await getGpu();
     let src: ByteSource;
     let modelId: string;
@@ -74,6 +82,7 @@ const api: WorkerApi = {
       contextLength: opts.contextLength,
       onProgress: (done, total, tensor) => onProgress?.({ phase: 'upload', bytesDone: done, bytesTotal: total, file: tensor }),
     });
+    await lastReport;
     return { modelId, contextLength: model.engine.contextLength, config: model.engine.config };
   },
 
