@@ -13,7 +13,9 @@
 //     floor((u·M − weight above v*) / e(v*)), and the member of that rank in id order is found by the same search
 //     on the id when the group has more than one member. That is the reference's walk in (logit descending, id
 //     ascending) order.
-//   Then the id is written and counted.
+//   Then the id is written and counted, and next to it the fault word: 0, or FAULT | kind << 29 | index for the
+//   lowest vocabulary index whose logit is NaN or ±inf (kind 1 NaN, 2 +inf, 3 −inf), found by the same prep pass.
+//   Sampling itself still treats such logits as below (key_of), so the id stays defined; the host refuses it.
 // record (any size): atomically adds ids to the penalty counts.
 //
 // Search rounds are 16-way because each round is a full pass over the vocabulary by one workgroup: 8 rounds
@@ -30,6 +32,7 @@ const RED: u32 = 2048u;         // reduction scratch (floats): ROWS accumulators
 override ROWS: u32 = RED / WG;  // derived, never set by the host
 const KEY_MIN: u32 = 0x00800000u;  // key of −FLT_MAX, the smallest candidate key
 const NONE: u32 = 0xffffffffu;
+const FAULT: u32 = 0x80000000u;  // fault word: some logit was not finite
 
 const MODE_COUNT: u32 = 0u;  // statistic: number of candidates with key ≥ threshold
 const MODE_MASS: u32 = 1u;   // statistic: Σ weight over candidates with key ≥ threshold
@@ -61,13 +64,24 @@ struct Params {
 @group(0) @binding(1) var<storage, read> logits: array<u32>;  // f32 bits, read raw to sanitise NaN / inf
 @group(0) @binding(2) var<storage, read> counts: array<u32>;
 @group(0) @binding(3) var<storage, read_write> keys_out: array<u32>;
-@group(0) @binding(4) var<storage, read_write> parts_out: array<u32>;  // [nparts][max key, its id, candidates]
+@group(0) @binding(4) var<storage, read_write> parts_out: array<u32>;  // [nparts][max key, its id, candidates, bad]
 @group(0) @binding(5) var<storage, read> keys: array<u32>;
 @group(0) @binding(6) var<storage, read> parts: array<u32>;
 @group(0) @binding(7) var<storage, read_write> counts_rw: array<u32>;
-@group(0) @binding(8) var<storage, read_write> out_id: array<u32>;
+@group(0) @binding(8) var<storage, read_write> out_id: array<u32>;  // [id, fault word]
 @group(0) @binding(9) var<storage, read> rec_ids: array<u32>;
 @group(0) @binding(10) var<storage, read_write> counts_atomic: array<atomic<u32>>;
+
+// index << 2 | kind for a NaN (kind 1) or ±inf (2, 3) logit, else NONE; the min over the vocabulary is the
+// lowest such index (index < 2^29, checked by the host). Tested on the bits, like key_of: a float NaN test is one
+// a compiler may fold away.
+fn bad_code(bits: u32, i: u32) -> u32 {
+  let mag = bits & 0x7fffffffu;
+  if (mag < 0x7f800000u) { return NONE; }
+  var kind = 1u;
+  if (mag == 0x7f800000u) { kind = select(2u, 3u, (bits & 0x80000000u) != 0u); }
+  return (i << 2u) | kind;
+}
 
 // Order-preserving key of an f32 given by its bits: NaN → 0 (no candidate), ±inf → ±FLT_MAX, −0 → +0, so equal
 // values get equal keys and candidate keys lie in [KEY_MIN, 0xff7fffff].
@@ -97,6 +111,7 @@ fn better(k: u32, i: u32, bk: u32, bi: u32) -> bool {
 var<workgroup> pk: array<u32, WG_PREP>;
 var<workgroup> pi: array<u32, WG_PREP>;
 var<workgroup> pc: array<u32, WG_PREP>;
+var<workgroup> pb: array<u32, WG_PREP>;
 
 @compute @workgroup_size(WG_PREP)
 fn prep(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
@@ -104,10 +119,14 @@ fn prep(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   var bk = 0u;
   var bi = NONE;
   var nc = 0u;
+  var bad = NONE;
   for (var i = part * WG_PREP + lid; i < P.V; i += P.nparts * WG_PREP) {
     var k = 0u;
+    // Every logit counts for the fault, masked ones too: a NaN anywhere means the forward went wrong.
+    let bits = logits[i];
+    bad = min(bad, bad_code(bits, i));
     if (i < P.valid) {
-      k = key_of(logits[i]);
+      k = key_of(bits);
       if (k != 0u && counts[i] > 0u) {
         let l = value_of(k);
         let r = select(l * P.rep, l * P.invRep, l > 0.0);
@@ -124,6 +143,7 @@ fn prep(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   pk[lid] = bk;
   pi[lid] = bi;
   pc[lid] = nc;
+  pb[lid] = bad;
   workgroupBarrier();
   if (lid < FAN) {
     let o = lid * (WG_PREP / FAN);
@@ -133,6 +153,7 @@ fn prep(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
         pi[o] = pi[o + j];
       }
       pc[o] += pc[o + j];
+      pb[o] = min(pb[o], pb[o + j]);
     }
   }
   workgroupBarrier();
@@ -143,10 +164,12 @@ fn prep(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
         pi[0] = pi[o];
       }
       pc[0] += pc[o];
+      pb[0] = min(pb[0], pb[o]);
     }
-    parts_out[3u * part] = pk[0];
-    parts_out[3u * part + 1u] = pi[0];
-    parts_out[3u * part + 2u] = pc[0];
+    parts_out[4u * part] = pk[0];
+    parts_out[4u * part + 1u] = pi[0];
+    parts_out[4u * part + 2u] = pc[0];
+    parts_out[4u * part + 3u] = pb[0];
   }
 }
 
@@ -166,6 +189,7 @@ var<workgroup> gcount: atomic<u32>;
 // Set once per select from uniform values; read only in per-element code.
 var<private> lmax_half: f32;
 var<private> two_inv_t: f32;
+var<private> fault: u32;  // invocation 0 only: the fault word finish writes
 
 // exp((ℓ − ℓmax) / T) from halves, so ℓ − ℓmax cannot overflow; exactly 1 at ℓmax.
 fn weight(key: u32) -> f32 {
@@ -366,6 +390,7 @@ fn min_p_threshold(kmax: u32) -> u32 {
 fn finish(id: u32, lid: u32) {
   if (lid == 0u) {
     out_id[0] = id;
+    out_id[1] = fault;
     if (id < P.V) { counts_rw[id] += 1u; }
   }
 }
@@ -455,26 +480,32 @@ fn select_token(@builtin(local_invocation_index) lid: u32) {
     var bk = 0u;
     var bi = NONE;
     var nc = 0u;
+    var bad = NONE;
     for (var p = lid; p < P.nparts; p += FAN) {
-      if (better(parts[3u * p], parts[3u * p + 1u], bk, bi)) {
-        bk = parts[3u * p];
-        bi = parts[3u * p + 1u];
+      if (better(parts[4u * p], parts[4u * p + 1u], bk, bi)) {
+        bk = parts[4u * p];
+        bi = parts[4u * p + 1u];
       }
-      nc += parts[3u * p + 2u];
+      nc += parts[4u * p + 2u];
+      bad = min(bad, parts[4u * p + 3u]);
     }
     rk[lid] = bk;
     ri[lid] = bi;
     red[lid] = f32(nc);  // exact below 2^24
+    ri[FAN + lid] = bad;  // ri has WG ≥ 128 > 2·FAN slots
   }
   workgroupBarrier();
   if (lid == 0u) {
+    var bad = ri[FAN];
     for (var j = 1u; j < FAN; j++) {
       if (better(rk[j], ri[j], rk[0], ri[0])) {
         rk[0] = rk[j];
         ri[0] = ri[j];
       }
       red[0] += red[j];
+      bad = min(bad, ri[FAN + j]);
     }
+    fault = select(FAULT | ((bad & 3u) << 29u) | (bad >> 2u), 0u, bad == NONE);
   }
   let kmax = workgroupUniformLoad(&rk[0]);
   let amax = ri[0];

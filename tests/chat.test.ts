@@ -7,14 +7,17 @@ import '../src/node/shaders-node.ts';
 import { getNodeGpu } from '../src/node/dawn.ts';
 import { dirSource } from '../src/node/fs-source.ts';
 import { openChatModel, type ChatModel } from '../src/engine/chat-model.ts';
-import type { ChatCompletionChunk } from '../src/engine/chat.ts';
+import { createChatSession, generationDefaults, type ChatCompletionChunk, type ChatSession } from '../src/engine/chat.ts';
+import type { Engine, ForwardOptions } from '../src/engine/engine.ts';
+import { uploadBytes } from '../src/gpu/context.ts';
 import type { ChatMessage } from '../src/text/index.ts';
 
 const dir = fileURLToPath(new URL('../public/models/qwen-webgpu-tiny', import.meta.url));
 let m: ChatModel;
 
 before(async () => {
-  m = await openChatModel(await getNodeGpu(), dirSource(dir), 'tiny', { contextLength: 256 });
+  // Prefill chunks of 64: long prompts run in several, so an abort can land between them.
+  m = await openChatModel(await getNodeGpu(), dirSource(dir), 'tiny', { contextLength: 256, prefillChunk: 64 });
 });
 after(() => m?.session.dispose());
 
@@ -88,4 +91,87 @@ test('context overflow and template errors are clear and leave the session usabl
   await assert.rejects(m.session.complete({ messages: [], max_tokens: 4 }), /No (user query|messages)/i);
   const ok = await m.session.complete({ messages: turn1, max_tokens: 2, temperature: 0 });
   assert.equal(ok.usage.completion_tokens, 2);
+});
+
+type Forward = Engine['forward'];
+/** A second session on the same engine whose forward calls go through `wrap` (n counts them from 1). */
+function spySession(wrap: (n: number, ...a: Parameters<Forward>) => Parameters<Forward>): ChatSession {
+  let n = 0;
+  const forward = ((ids, finish, read, opts) => m.engine.forward(...wrap(++n, ids, finish, read, opts))) as Forward;
+  const engine: Engine = Object.create(m.engine, { forward: { value: forward } });
+  return createChatSession(engine, m.tokenizer, {
+    modelId: 'tiny-spy', template: m.template, generation: generationDefaults(undefined, m.engine.config.eosTokenIds),
+  });
+}
+
+const longChat: ChatMessage[] = [{ role: 'user', content: 'Tell me about colours, one by one. '.repeat(16) }];
+
+test('abort during prefill: takes effect between chunks, emits no token, and the next completion equals a fresh one', async () => {
+  m.session.resetChat();
+  const ac = new AbortController();
+  const progress: number[][] = [];
+  // Aborted as soon as the first prefill chunk has run.
+  const session = spySession((_, ids, finish, read, opts) => [ids, finish, read, {
+    ...opts, onProgress: (done: number, total: number) => { progress.push([done, total]); ac.abort(); },
+  } as ForwardOptions]);
+  try {
+    const chunks: ChatCompletionChunk[] = [];
+    const r = await session.complete({ messages: longChat, max_tokens: 6, temperature: 0 }, (c) => chunks.push(c), ac.signal);
+    assert.ok(r.usage.prompt_tokens > 128, `prompt of ${r.usage.prompt_tokens} tokens should need 3+ chunks`);
+    assert.equal(progress.length, 1, `one chunk should run before the abort, ran ${JSON.stringify(progress)}`);
+    assert.equal(progress[0][0], 64);
+    assert.equal(m.engine.position, 64);
+    assert.equal(r.choices[0].finish_reason, 'abort');
+    assert.equal(r.usage.completion_tokens, 0);
+    assert.equal(r.choices[0].message.content, '');
+    assert.ok(chunks.every((c) => !c.choices[0].delta.content && !c.choices[0].delta.reasoning_content), 'no token text streamed');
+    assert.equal(chunks.at(-1)!.choices[0].finish_reason, 'abort');
+
+    // Aborted once the generation prompt's forward (call 2, after the history) has sampled the first token: still
+    // no token.
+    const lateAc = new AbortController();
+    const late = spySession((n, ids, finish, read, opts) => [ids, finish, read, {
+      ...opts, onProgress: (done: number, total: number) => { if (n === 2 && done === total) lateAc.abort(); },
+    } as ForwardOptions]);
+    const r2 = await late.complete({ messages: turn1, max_tokens: 6, temperature: 0 }, undefined, lateAc.signal);
+    assert.equal(r2.choices[0].finish_reason, 'abort');
+    assert.equal(r2.usage.completion_tokens, 0);
+    late.dispose();
+
+    // The aborted session continues from the 64 tokens that ran; its reply equals a fresh session's.
+    const next = await session.complete({ messages: longChat, max_tokens: 6, temperature: 0 });
+    assert.equal(next.usage.extra.reused_prompt_tokens, 64);
+    session.resetChat();
+    const fresh = await session.complete({ messages: longChat, max_tokens: 6, temperature: 0 });
+    assert.equal(fresh.usage.extra.reused_prompt_tokens, 0);
+    assert.equal(next.choices[0].message.content, fresh.choices[0].message.content);
+    assert.equal(next.usage.completion_tokens, fresh.usage.completion_tokens);
+  } finally {
+    session.dispose();
+    m.session.resetChat();
+  }
+});
+
+test('NaN logits on the sampling path: the completion fails naming the step and the index, never token 0', async () => {
+  m.session.resetChat();
+  const ctx = m.engine.gpu;
+  const nan = uploadBytes(ctx, new Float32Array([NaN]));
+  const ok = await m.session.complete({ messages: turn1, max_tokens: 3, temperature: 0 });
+  const L = ok.usage.prompt_tokens;
+  // Forward calls of a fresh turn-1 completion: 1 the history, 2 the generation prompt (samples the first token),
+  // 3 and 4 the decode steps at positions L and L + 1. The NaN is copied into logit 3 between the forward and
+  // the sampling kernels, where no load-time check could see it.
+  for (const [call, step] of [[2, `prefill of positions \\d+\\.\\.${L - 1}`], [4, `decode at position ${L + 1}`]] as const) {
+    const session = spySession((n, ids, finish, read, opts) => [ids, n !== call ? finish : (enc, logits) => {
+      enc.copyBufferToBuffer(nan, 0, logits, 12, 4);
+      finish(enc, logits);
+    }, read, opts]);
+    await assert.rejects(session.complete({ messages: turn1, max_tokens: 6, temperature: 0.7, seed: 1 }), new RegExp(`non-finite logits after ${step} \\(NaN at vocab index 3\\)`));
+    session.dispose();
+  }
+  nan.destroy();
+  // The model's own session is unharmed.
+  m.session.resetChat();
+  const again = await m.session.complete({ messages: turn1, max_tokens: 3, temperature: 0 });
+  assert.equal(again.choices[0].message.content, ok.choices[0].message.content);
 });

@@ -62,6 +62,9 @@ function serve(req: IncomingMessage, res: ServerResponse): void {
 
 let server: Server;
 let origin: string;
+// A second origin that serves the same files with CORS headers: the library as a CDN would host it.
+let cdnServer: Server;
+let cdn: string;
 let browser: Browser;
 let context: BrowserContext;
 
@@ -71,6 +74,9 @@ before(async () => {
   server = createServer(serve);
   await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
   origin = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  cdnServer = createServer((req, res) => { res.setHeader('Access-Control-Allow-Origin', '*'); serve(req, res); });
+  await new Promise<void>((ok) => cdnServer.listen(0, '127.0.0.1', ok));
+  cdn = `http://localhost:${(cdnServer.address() as { port: number }).port}`;
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: ['--enable-unsafe-webgpu', '--no-sandbox', '--disable-background-networking', '--disable-component-update',
@@ -82,6 +88,7 @@ before(async () => {
 after(async () => {
   await browser?.close();
   server?.close();
+  cdnServer?.close();
 });
 
 async function hostPage(ctx: BrowserContext = context): Promise<Page> {
@@ -92,7 +99,7 @@ async function hostPage(ctx: BrowserContext = context): Promise<Page> {
 }
 
 /** Runs in the page: imports the library from its sub-path, creates an engine, keeps it on window. */
-async function startEngine(page: Page, opts: Record<string, unknown> = {}): Promise<{ ok: boolean; message?: string; ms: number }> {
+async function startEngine(page: Page, opts: Record<string, unknown> = {}, lib = LIB): Promise<{ ok: boolean; message?: string; ms: number }> {
   return page.evaluate(async ({ lib, opts }) => {
     const t0 = performance.now();
     try {
@@ -102,7 +109,7 @@ async function startEngine(page: Page, opts: Record<string, unknown> = {}): Prom
     } catch (e) {
       return { ok: false, message: `${(e as Error).name}: ${(e as Error).message}`, ms: performance.now() - t0 };
     }
-  }, { lib: LIB, opts });
+  }, { lib, opts });
 }
 
 /** Loads the tiny model and answers one short greedy completion; returns what the engine said. */
@@ -133,6 +140,20 @@ test('library served from a sub-path: createEngine(), load() and a reply; the wo
     assert.ok(worker?.path.startsWith(`${LIB}assets/`), `worker fetched from ${worker?.path}`);
     assert.deepEqual(hooks.log.filter((l) => l.status === 404 && !/\.(json|jinja)$/.test(l.path)), [],
       'no library or weight request missed (optional model files may 404)');
+  } finally {
+    await page.close();
+  }
+});
+
+test('library served from another origin (a CDN): the worker starts through a same-origin shim and replies', { timeout: 600_000 }, async () => {
+  const page = await hostPage();
+  try {
+    hooks.log = [];
+    const started = await startEngine(page, {}, `${cdn}${LIB}`);
+    assert.ok(started.ok, started.message);
+    const r = await loadAndReply(page, 2);
+    assert.equal(r.tokens, 2);
+    assert.ok(hooks.log.some((l) => /\/assets\/worker-[\w-]+\.js$/.test(l.path) && l.status === 200), 'the worker came from the CDN');
   } finally {
     await page.close();
   }

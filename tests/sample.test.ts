@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { getNodeGpu } from '../src/node/dawn.ts';
 import { readBuffer, uploadBytes, type GpuContext } from '../src/gpu/context.ts';
 import {
-  createRng, createSampler, destroySampler, recordTokens, resetSampler, sampleToken, type Sampler, type SamplingParams,
+  createRng, createSampler, destroySampler, readSampled, recordTokens, resetSampler, sampleToken, type Sampler, type SamplingParams,
 } from '../src/gpu/sample.ts';
 import { sampleReference, sampleReferenceTrace, type SampleTrace } from '../src/model/reference-sample.ts';
 
@@ -331,6 +331,48 @@ test('greedy: lowest id among tied maxima, across workgroups and after penalties
   // resetSampler forgets the counts.
   resetSampler(ctx, sampler);
   assert.ok((await readCounts(sampler)).every((v) => v === 0));
+  destroySampler(sampler);
+  lbuf.destroy();
+});
+
+test('non-finite logits: the fault word names the lowest NaN / ±inf index and its kind, on every select path', async () => {
+  await gpu();
+  const V = 70000;
+  const valid = 69000;
+  const rng = createRng(77);
+  const x = new Float32Array(V);
+  for (let i = 0; i < V; i++) x[i] = 2 * gaussian(rng);
+  const sampler = createSampler(ctx, V, valid);
+  const lbuf = uploadBytes(ctx, x);
+  const none = new Uint32Array(V);
+  // Greedy, the small path (top-k set fits the workgroup) and the search path (69000 candidates).
+  const paths = [P({ temperature: 0 }), P({ temperature: 0.7, topK: 20 }), P({ temperature: 1 })];
+  const draw = async (params: SamplingParams) => {
+    const enc = ctx.device.createCommandEncoder();
+    sampleToken(ctx, enc, sampler, lbuf, params, 0.375);
+    ctx.device.queue.submit([enc.finish()]);
+    return readSampled(ctx, sampler);
+  };
+  // Each case adds bad logits; the fault names the lowest index so far. The id stays the reference's (the sampling
+  // semantics do not change), penalties are off so the counts do not matter.
+  const cases: Array<[number, number, { index: number; value: number } | undefined]> = [
+    [-1, 0, undefined],
+    [69500, Infinity, { index: 69500, value: Infinity }], // beyond validVocab: masked, still a fault
+    [65000, NaN, { index: 65000, value: NaN }], // in a late prep workgroup
+    [12345, -Infinity, { index: 12345, value: -Infinity }],
+    [3, NaN, { index: 3, value: NaN }],
+  ];
+  for (const [at, value, want] of cases) {
+    if (at >= 0) {
+      x[at] = value;
+      ctx.device.queue.writeBuffer(lbuf, 0, x);
+    }
+    for (const params of paths) {
+      const got = await draw(params);
+      assert.deepEqual(got.nonFinite, want, `${describe(params)} after planting ${value} at ${at}`);
+      assert.equal(got.id, sampleReference(x, none, params, 0.375, valid), `${describe(params)}: id`);
+    }
+  }
   destroySampler(sampler);
   lbuf.destroy();
 });

@@ -5,7 +5,7 @@
 // Events: qwen-progress {phase, bytesDone, bytesTotal, file}, qwen-token {content?, reasoning?}, qwen-done
 // {message, usage, finish_reason}, qwen-error {message}.
 import { createEngine, type QwenEngine } from '../worker/client.ts';
-import type { ChatMessage } from '../text/index.ts';
+import type { ChatMessage } from '../api.ts';
 
 const STYLE = `
 :host { display: block; font: 14px/1.45 var(--qwen-font, system-ui, sans-serif); color: var(--qwen-fg, #1d1d1f);
@@ -179,3 +179,7 @@ export class QwenChatElement extends HTMLElement {
 }
 
 if (!customElements.get('qwen-chat')) customElements.define('qwen-chat', QwenChatElement);
+
+declare global {
+  interface HTMLElementTagNameMap { 'qwen-chat': QwenChatElement }
+}

@@ -1,69 +1,16 @@
 // OpenAI-style chat completions on top of the engine: template → tokens → prefill (reusing the previous turn's
 // state) → GPU-sampled decode loop → detokenize → reasoning / content / tool-call split → chunks.
 // Platform neutral: the Web Worker and the Node tests drive the same code.
-import { readBuffer } from '../gpu/context.ts';
-import { createRng, createSampler, destroySampler, recordTokens, resetSampler, sampleToken, type Sampler, type SamplingParams } from '../gpu/sample.ts';
+import {
+  createRng, createSampler, destroySampler, readSampled, recordTokens, resetSampler, sampleToken, type Sampler, type SamplingParams,
+} from '../gpu/sample.ts';
 import { destroySnapshot, type StateSnapshot } from '../model/state.ts';
 import { createDetokenizer, createOutputParser, promptOpensThinking, renderChat } from '../text/index.ts';
 import type { ChatMessage, ParsedToolCall, Tokenizer, ToolDef } from '../text/index.ts';
-import type { Engine } from './engine.ts';
+import { describeStep, isAbortError, nonFiniteLogitsError, type Engine } from './engine.ts';
+import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, FinishReason, Usage } from '../api.ts';
 
-export interface ChatCompletionRequest {
-  messages: ChatMessage[];
-  stream?: boolean;
-  temperature?: number;
-  top_p?: number;
-  top_k?: number;
-  min_p?: number;
-  presence_penalty?: number;
-  repetition_penalty?: number;
-  seed?: number;
-  max_tokens?: number;
-  stop?: string | string[];
-  tools?: ToolDef[];
-  enable_thinking?: boolean;
-}
-
-export type FinishReason = 'stop' | 'length' | 'tool_calls' | 'abort';
-
-export interface Usage {
-  prompt_tokens: number;
-  completion_tokens: number;
-  total_tokens: number;
-  extra: {
-    /** Prompt tokens whose state came from the previous turn instead of a new prefill. */
-    reused_prompt_tokens: number;
-    time_to_first_token_s: number;
-    prefill_tokens_per_s: number;
-    decode_tokens_per_s: number;
-  };
-}
-
-export interface ChatCompletionChunk {
-  id: string;
-  object: 'chat.completion.chunk';
-  created: number;
-  model: string;
-  choices: {
-    index: 0;
-    delta: { role?: 'assistant'; content?: string; reasoning_content?: string; tool_calls?: (ParsedToolCall & { index: number })[] };
-    finish_reason: FinishReason | null;
-  }[];
-  usage?: Usage;
-}
-
-export interface ChatCompletion {
-  id: string;
-  object: 'chat.completion';
-  created: number;
-  model: string;
-  choices: {
-    index: 0;
-    message: { role: 'assistant'; content: string | null; reasoning_content?: string; tool_calls?: ParsedToolCall[] };
-    finish_reason: FinishReason;
-  }[];
-  usage: Usage;
-}
+export type { ChatCompletionRequest, FinishReason, Usage, ChatCompletionChunk, ChatCompletion } from '../api.ts';
 
 /** Sampling defaults and stop ids from generation_config.json / config.json (spec §7). */
 export interface GenerationDefaults {
@@ -99,7 +46,10 @@ export interface ChatSessionOptions {
 }
 
 export interface ChatSession {
-  /** Runs one completion; `onChunk` receives the stream. Resolves with the whole response. */
+  /**
+   * Runs one completion; `onChunk` receives the stream. Resolves with the whole response. An abort of `signal`
+   * takes effect between prefill chunks and between tokens: the reply ends with finish_reason "abort".
+   */
   complete(req: ChatCompletionRequest, onChunk?: (chunk: ChatCompletionChunk) => void, signal?: AbortSignal): Promise<ChatCompletion>;
   /** Forgets the conversation: the next request prefills from scratch. */
   resetChat(): void;
@@ -204,7 +154,10 @@ export function createChatSession(engine: Engine, tokenizer: Tokenizer, opts: Ch
     if (shared.length >= ids.length || !startsWith(ids, shared)) shared = [];
     const room = engine.contextLength - ids.length;
     if (room < 1) {
-      throw new Error(`context overflow: the prompt has ${ids.length} tokens, the context length is ${engine.contextLength}`);
+      throw new Error(
+        `context overflow: the prompt has ${ids.length} tokens, the context length is ${engine.contextLength} ` +
+        '(the reply needs at least one more)',
+      );
     }
     const maxTokens = Math.min(req.max_tokens ?? room, room);
 
@@ -225,28 +178,49 @@ export function createChatSession(engine: Engine, tokenizer: Tokenizer, opts: Ch
     recordTokens(ctx, enc, sampler, ids);
     ctx.device.queue.submit([enc.finish()]);
 
-    const readId = async () => new Uint32Array(await readBuffer(ctx, sampler.ids, 4))[0];
-    const step = async (tokens: number[]) => {
-      const next = await engine.forward(tokens, (e, logits) => sampleToken(ctx, e, sampler, logits, params, rng()), readId);
-      fed.push(...tokens);
-      return next;
+    /**
+     * Runs `tokens` through the engine, keeping `fed` equal to what the sequence holds: on an abort (undefined)
+     * that is the chunks that ran, so a later prompt that extends them continues from there.
+     */
+    const feed = async <R>(tokens: number[], finish: (e: GPUCommandEncoder, logits: GPUBuffer) => void, read: () => Promise<R>) => {
+      const start = engine.position;
+      try {
+        const r = await engine.forward(tokens, finish, read, { signal });
+        fed.push(...tokens);
+        return { r };
+      } catch (e) {
+        if (!isAbortError(e)) throw e;
+        fed.push(...tokens.slice(0, engine.position - start));
+        return undefined;
+      }
+    };
+    /** The id sampled after `tokens`, undefined when aborted; non-finite logits are an error, never token 0. */
+    const step = async (kind: 'prefill' | 'decode', tokens: number[]): Promise<number | undefined> => {
+      const start = engine.position;
+      const done = await feed(tokens, (e, logits) => sampleToken(ctx, e, sampler, logits, params, rng()), () => readSampled(ctx, sampler));
+      if (!done) return undefined;
+      const bad = done.r.nonFinite;
+      if (bad) throw nonFiniteLogitsError(describeStep(kind, start, tokens.length), bad.index, bad.value);
+      return done.r.id;
     };
 
     const t0 = now();
+    let aborted = false;
     if (shared.length > reused) {
-      const history = ids.slice(reused, shared.length);
-      await engine.forward(history, () => {}, async () => undefined);
-      fed.push(...history);
+      aborted = !(await feed(ids.slice(reused, shared.length), () => {}, async () => undefined));
     }
-    if (shared.length >= reused) promptPoint = { tokens: shared, snap: engine.snapshot(promptPoint?.snap) };
-    let next = await step(ids.slice(Math.max(reused, shared.length)));
+    // The snapshot moves only once the whole shared history is in: an abort before leaves the previous one intact.
+    if (!aborted && shared.length >= reused) promptPoint = { tokens: shared, snap: engine.snapshot(promptPoint?.snap) };
+    let next = aborted ? undefined : await step('prefill', ids.slice(Math.max(reused, shared.length)));
+    // A stop that arrives while the prompt's last chunk runs still means no token.
+    if (next === undefined || signal?.aborted) aborted = true;
     const tFirst = now();
 
     onChunk?.(chunk({ role: 'assistant' }));
     const detok = createDetokenizer(tokenizer, { skipSpecialTokens: true });
     const parser = createOutputParser({ thinking: promptOpensThinking(prompt), tools: req.tools });
     const stopper = createStopMatcher(stops);
-    let finish: FinishReason = 'length';
+    let finish: FinishReason = aborted ? 'abort' : 'length';
     let stoppedByString = false;
     let generated = 0;
     const emit = (text: string) => {
@@ -255,7 +229,7 @@ export function createChatSession(engine: Engine, tokenizer: Tokenizer, opts: Ch
       }
     };
 
-    while (generated < maxTokens) {
+    while (next !== undefined && !aborted && generated < maxTokens) {
       if (eos.has(next)) { finish = 'stop'; break; }
       generated++;
       const { out, stopped } = stopper.push(detok.push(next));
@@ -263,7 +237,8 @@ export function createChatSession(engine: Engine, tokenizer: Tokenizer, opts: Ch
       if (stopped) { finish = 'stop'; stoppedByString = true; break; }
       if (signal?.aborted) { finish = 'abort'; break; }
       if (generated >= maxTokens) break;
-      next = await step([next]);
+      next = await step('decode', [next]);
+      if (next === undefined) finish = 'abort';
     }
     // Release what the detokenizer and the stop matcher held back, unless a stop string already ended the text.
     if (!stoppedByString) {

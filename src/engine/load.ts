@@ -1,13 +1,93 @@
 // Checkpoint → GPU buffers. Linears and the embedding stay packed exactly as on disk; the small float vectors
 // (norm gains, conv taps, A_log, dt_bias) become f32, with the HF +1 norm shift applied here, once.
+// Every float tensor and every scales/biases tensor is checked for NaN / ±inf on its way through: one such value
+// turns every logit into NaN, which nothing downstream could trace back to the tensor.
 import type { GpuContext } from '../gpu/context.ts';
 import { uploadBytes } from '../gpu/context.ts';
 import { createGpuLinear, destroyGpuLinear, type GpuLinear, type LinearFormat, type ScaleDtype } from '../gpu/linear.ts';
-import { moduleBytes, readEntry, type Checkpoint, type ModulePlan } from '../format/checkpoint.ts';
+import { moduleBytes, readEntry, type AffinePlan, type Checkpoint, type ModulePlan, type TensorEntry } from '../format/checkpoint.ts';
 import { decodeFloats, type FloatDType } from '../format/dtype.ts';
 import type { FullAttnWeights, LinearAttnWeights, Mlp, ModelWeights } from '../model/qwen35.ts';
 
 const SCALE_DTYPE: Record<FloatDType, ScaleDtype> = { BF16: 'bf16', F16: 'f16', F32: 'f32' };
+
+const FLT_MAX = 3.4028234663852886e38;
+
+/**
+ * Index of the first NaN or ±inf (exponent bits all ones) in little-endian float data, or -1. Cheap next to the
+ * upload even for a bf16 embedding: whole 32-bit words where the data is 4-byte aligned, bytes otherwise.
+ */
+export function firstNonFinite(bytes: Uint8Array, dtype: FloatDType): number {
+  const size = dtype === 'F32' ? 4 : 2;
+  let from = 0; // first element not yet scanned
+  if (bytes.byteOffset % 4 === 0) {
+    const w = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >> 2);
+    if (size === 4) {
+      for (let i = 0; i < w.length; i++) if ((w[i] & 0x7f800000) === 0x7f800000) return i;
+    } else {
+      // Two values per word, the lower index in the low half. Exponent masks: bf16 0x7f80, f16 0x7c00.
+      const lo = dtype === 'BF16' ? 0x7f80 : 0x7c00;
+      const hi = lo << 16;
+      for (let i = 0; i < w.length; i++) {
+        const v = w[i];
+        if ((v & lo) === lo) return 2 * i;
+        if ((v & hi) === hi) return 2 * i + 1;
+      }
+    }
+    from = (w.length * 4) / size;
+  }
+  const n = bytes.byteLength;
+  if (dtype === 'BF16') {
+    for (let i = from * 2 + 1; i < n; i += 2) if ((bytes[i] & 0x7f) === 0x7f && (bytes[i - 1] & 0x80) !== 0) return (i - 1) >> 1;
+  } else if (dtype === 'F16') {
+    for (let i = from * 2 + 1; i < n; i += 2) if ((bytes[i] & 0x7c) === 0x7c) return (i - 1) >> 1;
+  } else {
+    for (let i = from * 4 + 3; i < n; i += 4) if ((bytes[i] & 0x7f) === 0x7f && (bytes[i - 1] & 0x80) !== 0) return (i - 3) >> 2;
+  }
+  return -1;
+}
+
+function elementAt(flat: number, shape: readonly number[]): string {
+  if (shape.length < 2) return `index ${flat}`;
+  const at: number[] = [];
+  for (let d = shape.length - 1, r = flat; d >= 0; d--) {
+    at.unshift(r % shape[d]);
+    r = Math.floor(r / shape[d]);
+  }
+  return `index ${flat} (element [${at.join(', ')}])`;
+}
+
+const describeTensor = (t: TensorEntry) => `${t.file}: tensor "${t.rawName}" (${t.dtype} [${t.shape.join(', ')}])`;
+
+function checkFinite(t: TensorEntry, bytes: Uint8Array): void {
+  if (t.dtype !== 'BF16' && t.dtype !== 'F16' && t.dtype !== 'F32') return;
+  const i = firstNonFinite(bytes, t.dtype);
+  if (i < 0) return;
+  const size = t.dtype === 'F32' ? 4 : 2;
+  const value = decodeFloats(bytes.subarray(i * size, (i + 1) * size), t.dtype)[0];
+  throw new Error(`${describeTensor(t)} holds ${value} at ${elementAt(i, t.shape)}; the weights must be finite (one NaN or infinity makes every logit NaN)`);
+}
+
+/**
+ * Scales and biases finite, and every dequantized weight s·q + b (q ≤ 2^bits − 1) finite in f32, where the kernels
+ * compute: a scale that overflows there gives infinite weights and NaN logits though each stored value is finite.
+ */
+function checkAffine(p: AffinePlan, scaleBytes: Uint8Array, biasBytes: Uint8Array): void {
+  checkFinite(p.scales, scaleBytes);
+  checkFinite(p.biases, biasBytes);
+  const s = decodeFloats(scaleBytes, p.scales.dtype);
+  const b = decodeFloats(biasBytes, p.biases.dtype);
+  const qmax = 2 ** p.bits - 1;
+  for (let g = 0; g < s.length; g++) {
+    const bound = Math.abs(s[g]) * qmax + Math.abs(b[g]);
+    if (bound > FLT_MAX) {
+      throw new Error(
+        `${describeTensor(p.scales)}: scale ${s[g]} at ${elementAt(g, p.scales.shape)} with bias ${b[g]} overflows f32 ` +
+        `when dequantized: |scale|·${qmax} + |bias| = ${bound.toExponential(4)} > ${FLT_MAX.toExponential(4)} (${p.bits}-bit)`,
+      );
+    }
+  }
+}
 
 /** Bytes the weights occupy on the GPU (as stored; the f32 conversion of vectors is negligible). */
 export function weightBytes(ckpt: Checkpoint): number {
@@ -39,6 +119,7 @@ export async function loadModelWeights(
       const [weight, scales, biases] = await Promise.all(
         [p.weight, p.scales, p.biases].map((t) => readEntry(ckpt.source, t)),
       );
+      checkAffine(p, scales, biases);
       const format: LinearFormat = {
         kind: 'affine', bits: p.bits as 2 | 3 | 4 | 5 | 6 | 8, groupSize: p.groupSize as 32 | 64 | 128, scaleDtype: p.scaleDtype,
       };
@@ -46,6 +127,7 @@ export async function loadModelWeights(
     } else {
       if (p.shape.length !== 2) throw new Error(`${path}: expected a 2-D weight, found shape [${p.shape.join(', ')}]`);
       const weight = await readEntry(ckpt.source, p.weight);
+      checkFinite(p.weight, weight);
       lin = createGpuLinear(ctx, { name: path, rows: p.shape[0], cols: p.shape[1], format: { kind: 'float', dtype: SCALE_DTYPE[p.dtype] } }, { weight });
     }
     created.push(lin);
@@ -57,7 +139,9 @@ export async function loadModelWeights(
   async function vector(path: string): Promise<GPUBuffer> {
     const p = plan(path);
     if (p.kind !== 'float') throw new Error(`${path}: expected a float tensor, found ${p.bits}-bit affine`);
-    const v = decodeFloats(await readEntry(ckpt.source, p.weight), p.dtype);
+    const bytes = await readEntry(ckpt.source, p.weight);
+    checkFinite(p.weight, bytes);
+    const v = decodeFloats(bytes, p.dtype);
     if (p.role === 'norm' && ckpt.normShift) for (let i = 0; i < v.length; i++) v[i] += 1;
     const buf = uploadBytes(ctx, v, path);
     created.push(buf);

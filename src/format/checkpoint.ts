@@ -6,7 +6,7 @@ import { dims, normaliseName, parseConfig, type ModelConfig, type QuantParams } 
 import { decodeFloats, decodeU32, isFloatDType, type DType, type FloatDType } from './dtype.ts';
 import { dequantizeAffine, toScaleDtype, type ScaleDtype } from './quant.ts';
 import {
-  FormatError, fmtShape, isNotFound, parseSafetensorsHeader, shapeSize,
+  FormatError, findDuplicateKey, fmtShape, isNotFound, parseSafetensorsHeader, shapeSize,
   type ByteSource, type SafetensorsHeader,
 } from './safetensors.ts';
 
@@ -136,14 +136,30 @@ function isSkipped(rawName: string, normalised: string): boolean {
     rawName.startsWith('model.visual.');
 }
 
+/**
+ * config.json and the shard index are a few KB to a few hundred KB; anything this large is not one of them, and
+ * reading it whole (it is read in one piece) could exhaust memory.
+ */
+export const MAX_JSON_BYTES = 64 * 1024 * 1024;
+
 async function readJson(src: ByteSource, file: string): Promise<unknown> {
   const size = await src.size(file);
+  if (size > MAX_JSON_BYTES) throw new FormatError(`${file}: ${size} bytes, expected at most ${MAX_JSON_BYTES} for a JSON file of a checkpoint`);
   const bytes = await src.read(file, 0, size);
+  let text: string;
+  let json: unknown;
   try {
-    return JSON.parse(new TextDecoder().decode(bytes));
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+    json = JSON.parse(text);
   } catch (e) {
-    throw new FormatError(`${file}: not valid JSON (${(e as Error).message})`);
+    throw new FormatError(`${file}: not valid UTF-8 JSON (${(e as Error).message})`);
   }
+  const dup = findDuplicateKey(text);
+  if (dup) {
+    const where = dup.path.length ? `"${dup.path.join('.')}"` : 'the top level';
+    throw new FormatError(`${file}: key "${dup.key}" appears twice in ${where} (expected once; which one counts would be a guess)`);
+  }
+  return json;
 }
 
 /** The safetensors files of the checkpoint and, when sharded, the index's name → file map. */
@@ -267,11 +283,21 @@ export async function openCheckpoint(src: ByteSource): Promise<Checkpoint> {
   };
 }
 
+/** The index and the shards' own headers must agree on where every tensor is, both ways. */
 function checkWeightMap(weightMap: Map<string, string>, headers: SafetensorsHeader[], report: (m: string) => void): void {
   const byFile = new Map(headers.map((h) => [h.file, h]));
   for (const [name, file] of weightMap) {
     if (!byFile.get(file)?.tensors.has(name)) {
       report(`${INDEX_FILE}: weight_map puts "${name}" in ${file}, but ${file} has no tensor of that name`);
+    }
+  }
+  for (const h of headers) {
+    for (const name of h.tensors.keys()) {
+      const listed = weightMap.get(name);
+      if (listed === h.file) continue;
+      report(listed === undefined
+        ? `${h.file}: tensor "${name}" is not listed in ${INDEX_FILE}'s weight_map (expected every tensor of every shard there)`
+        : `${h.file}: tensor "${name}" is here but ${INDEX_FILE}'s weight_map puts it in ${listed}`);
     }
   }
 }

@@ -59,22 +59,117 @@ export function normaliseName(name: string): string {
 
 type Json = Record<string, unknown>;
 
-function num(src: Json, key: string, where: string, fallback?: number): number {
-  const v = src[key];
-  if (v === undefined || v === null) {
+/**
+ * Upper bounds for every size config.json sets, checked before anything sized by them is built (the layout holds
+ * one object per module per layer; a 1.7 KB config asking for 1e6 layers used to exhaust Node's heap). They are
+ * generous: the largest dense Qwen3.5/3.6 has d = 5120, L = 64, I = 17408, V = 248320 and 262144 positions (spec
+ * §1.3), so any value above them is a corrupt or hostile file, not a model.
+ */
+export const CONFIG_LIMITS = {
+  num_hidden_layers: 1024,
+  hidden_size: 65536,
+  intermediate_size: 1 << 20,
+  num_attention_heads: 1024,
+  num_key_value_heads: 1024,
+  head_dim: 4096,
+  linear_num_key_heads: 1024,
+  linear_num_value_heads: 1024,
+  linear_key_head_dim: 4096,
+  linear_value_head_dim: 4096,
+  linear_conv_kernel_dim: 64,
+  full_attention_interval: 1024,
+  vocab_size: 1 << 22,
+  max_position_embeddings: 1 << 24,
+} as const;
+
+type SizeKey = keyof typeof CONFIG_LIMITS;
+
+/** model_type values of the architecture this runtime implements (Qwen3.6 reuses qwen3_5, spec §1.1). */
+export const SUPPORTED_MODEL_TYPES = ['qwen3_5', 'qwen3_5_text'] as const;
+export const SUPPORTED_ARCHITECTURES = ['Qwen3_5ForConditionalGeneration', 'Qwen3_5ForCausalLM'] as const;
+
+/** An object of config.json and its key path prefix ("" at the top, "text_config." inside the nested one). */
+interface Scope { obj: Json; prefix: string }
+
+const isObject = (v: unknown): v is Json => !!v && typeof v === 'object' && !Array.isArray(v);
+/** Python writes None as null; an optional key set to null means "not set", as it does for transformers. */
+const isSet = (v: unknown) => v !== undefined && v !== null;
+
+function show(v: unknown): string {
+  if (v === undefined) return 'nothing';
+  const s = JSON.stringify(v) ?? String(v);
+  return s.length > 80 ? `${s.slice(0, 80)}...` : s;
+}
+
+function optionalNumber(s: Scope, key: string): number | undefined {
+  const v = s.obj[key];
+  if (!isSet(v)) return undefined;
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new ConfigError(`${s.prefix}${key} must be a number, found ${show(v)}`);
+  return v;
+}
+
+/** A size key: an integer in [1, CONFIG_LIMITS[key]]; `fallback` when absent, else required. */
+function sizeKey(s: Scope, key: SizeKey, fallback?: number): number {
+  const v = optionalNumber(s, key);
+  if (v === undefined) {
     if (fallback !== undefined) return fallback;
-    throw new ConfigError(`missing required key "${key}" in ${where}`);
+    throw new ConfigError(`${s.prefix}${key} is missing (expected a positive integer), found ${show(s.obj[key])}`);
   }
-  if (typeof v !== 'number' || !Number.isFinite(v)) {
-    throw new ConfigError(`"${key}" in ${where} must be a number, found ${JSON.stringify(v)}`);
+  const max = CONFIG_LIMITS[key];
+  if (!Number.isInteger(v) || v < 1 || v > max) {
+    const why = v > max ? '; larger values are refused before anything is allocated' : '';
+    throw new ConfigError(`${s.prefix}${key} must be an integer from 1 to ${max}, found ${v}${why}`);
   }
   return v;
 }
 
-function positiveInt(src: Json, key: string, where: string, fallback?: number): number {
-  const v = num(src, key, where, fallback);
-  if (!Number.isInteger(v) || v <= 0) throw new ConfigError(`"${key}" in ${where} must be a positive integer, found ${v}`);
+/**
+ * A real number looked up in several places, first set one wins (rope settings move between rope_parameters,
+ * text_config and the top level). Every place that is set must be valid, so a broken copy is never silently shadowed.
+ */
+function realKey(places: [Scope, string][], fallback: number, ok: (v: number) => boolean, expected: string): number {
+  let found: number | undefined;
+  for (const [s, key] of places) {
+    const v = optionalNumber(s, key);
+    if (v === undefined) continue;
+    if (!ok(v)) throw new ConfigError(`${s.prefix}${key} must be ${expected}, found ${v}`);
+    found ??= v;
+  }
+  return found ?? fallback;
+}
+
+function optionalBool(s: Scope, key: string): boolean | undefined {
+  const v = s.obj[key];
+  if (!isSet(v)) return undefined;
+  if (typeof v !== 'boolean') throw new ConfigError(`${s.prefix}${key} must be true or false, found ${show(v)}`);
   return v;
+}
+
+/** Refuses other architectures by name before their missing or different keys produce a confusing error. */
+function checkArchitecture(top: Scope, text: Scope): string {
+  const unsupported = (what: string, found: unknown, supported: readonly string[]) => new ConfigError(
+    `unsupported architecture: ${what} is ${show(found)}, expected ${supported.map((x) => `"${x}"`).join(' or ')}` +
+    ` (this runtime implements the dense Qwen3.5/3.6 hybrid only${/moe/i.test(String(found)) ? '; Mixture-of-experts variants are not supported yet' : ''})`);
+  const scopes = text === top ? [top] : [top, text];
+  for (const s of scopes) {
+    const t = s.obj.model_type;
+    if (!isSet(t)) continue;
+    if (typeof t !== 'string' || !(SUPPORTED_MODEL_TYPES as readonly string[]).includes(t)) {
+      throw unsupported(`${s.prefix}model_type`, t, SUPPORTED_MODEL_TYPES);
+    }
+  }
+  for (const s of scopes) {
+    const a = s.obj.architectures;
+    if (!isSet(a)) continue;
+    if (!Array.isArray(a)) throw new ConfigError(`${s.prefix}architectures must be a list of class names, found ${show(a)}`);
+    a.forEach((name, i) => {
+      if (typeof name !== 'string' || !(SUPPORTED_ARCHITECTURES as readonly string[]).includes(name)) {
+        throw unsupported(`${s.prefix}architectures[${i}]`, name, SUPPORTED_ARCHITECTURES);
+      }
+    });
+  }
+  const t = top.obj.model_type ?? text.obj.model_type;
+  return typeof t === 'string' ? t : '';
 }
 
 // MLX's per-mode defaults (mlx.nn `_defaults_for_mode`). A per-module override dict is passed to
@@ -87,7 +182,9 @@ const MODE_DEFAULTS: Record<string, { bits: number; groupSize: number }> = {
 };
 
 function parseQuantParams(v: Json, where: string): QuantParams {
-  const mode = (v.mode ?? 'affine') as QuantParams['mode'];
+  const rawMode = v.mode ?? 'affine';
+  if (typeof rawMode !== 'string') throw new ConfigError(`${where}: mode must be a string, found ${show(rawMode)}`);
+  const mode = rawMode as QuantParams['mode'];
   const bits = (v.bits ?? MODE_DEFAULTS[mode]?.bits) as number;
   const groupSize = (v.group_size ?? MODE_DEFAULTS[mode]?.groupSize) as number;
   const allowed: Record<string, { bits: number[]; groups: number[] }> = {
@@ -96,7 +193,7 @@ function parseQuantParams(v: Json, where: string): QuantParams {
     nvfp4: { bits: [4], groups: [16] },
     mxfp8: { bits: [8], groups: [32] },
   };
-  const rule = allowed[mode];
+  const rule = Object.hasOwn(allowed, mode) ? allowed[mode] : undefined;
   if (!rule) throw new ConfigError(`${where}: unsupported quantization mode "${mode}" (supported: affine, mxfp4, nvfp4, mxfp8)`);
   if (!rule.bits.includes(bits)) {
     throw new ConfigError(`${where}: unsupported bits ${JSON.stringify(bits)} for mode ${mode} (expected one of ${rule.bits.join(', ')})`);
@@ -108,16 +205,22 @@ function parseQuantParams(v: Json, where: string): QuantParams {
 }
 
 export function parseQuantization(raw: Json): QuantizationConfig | null {
-  const q = (raw.quantization ?? raw.quantization_config ??
-    (raw.text_config as Json | undefined)?.quantization ??
-    (raw.text_config as Json | undefined)?.quantization_config) as Json | undefined;
+  const text = isObject(raw.text_config) ? raw.text_config : {};
+  const places: [string, unknown][] = [
+    ['quantization', raw.quantization], ['quantization_config', raw.quantization_config],
+    ['text_config.quantization', text.quantization], ['text_config.quantization_config', text.quantization_config],
+  ];
+  for (const [name, v] of places) {
+    if (isSet(v) && !isObject(v)) throw new ConfigError(`${name} must be an object, found ${show(v)}`);
+  }
+  const q = places.map(([, v]) => v).find(isSet) as Json | undefined;
   if (!q) return null;
   if (raw.quantization && raw.quantization_config &&
     JSON.stringify(raw.quantization) !== JSON.stringify(raw.quantization_config)) {
     throw new ConfigError('"quantization" and "quantization_config" differ; refusing to guess which one the weights follow');
   }
-  if (typeof q.quant_method === 'string' && q.quant_method !== 'mlx') {
-    throw new ConfigError(`quantization method "${q.quant_method}" is not supported yet (MLX affine/mx formats only)`);
+  if (isSet(q.quant_method) && q.quant_method !== 'mlx') {
+    throw new ConfigError(`quantization method ${show(q.quant_method)} is not supported yet (MLX affine/mx formats only)`);
   }
   const defaults = parseQuantParams(q, 'quantization defaults');
   const overrides = new Map<string, QuantParams | false>();
@@ -125,95 +228,144 @@ export function parseQuantization(raw: Json): QuantizationConfig | null {
     if (k === 'group_size' || k === 'bits' || k === 'mode') continue;
     if (v === false) overrides.set(normaliseName(k), false);
     else if (v === true) overrides.set(normaliseName(k), defaults); // mlx: a bare `true` predicate means "use the defaults"
-    else if (v && typeof v === 'object') overrides.set(normaliseName(k), parseQuantParams(v as Json, `quantization["${k}"]`));
+    else if (isObject(v)) overrides.set(normaliseName(k), parseQuantParams(v, `quantization["${k}"]`));
+    else if (k.includes('.')) {
+      // A module path: "false" or 4 here would otherwise be ignored and the module planned from its tensors alone.
+      throw new ConfigError(`quantization["${k}"] must be true, false or an object {bits, group_size, mode}, found ${show(v)}`);
+    }
     // other scalar keys (e.g. quant_method: "mlx") carry no per-module meaning
   }
   return { defaults, overrides };
 }
 
 export function parseConfig(raw: unknown): ModelConfig {
-  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError('expected a JSON object');
-  const top = raw as Json;
-  const text = (top.text_config && typeof top.text_config === 'object' ? top.text_config : top) as Json;
-  const where = top.text_config ? 'text_config' : 'config';
-
-  const modelType = String(top.model_type ?? text.model_type ?? '');
-  if (modelType && !/^qwen3_5/.test(modelType) && !/^qwen3_next/.test(modelType)) {
-    throw new ConfigError(`model_type "${modelType}" is not a Qwen3.5/3.6 model (expected qwen3_5 or qwen3_5_text)`);
+  if (!isObject(raw)) throw new ConfigError(`expected a JSON object, found ${Array.isArray(raw) ? 'an array' : show(raw)}`);
+  const top: Scope = { obj: raw, prefix: '' };
+  if (isSet(raw.text_config) && !isObject(raw.text_config)) {
+    throw new ConfigError(`text_config must be an object, found ${show(raw.text_config)}`);
   }
-  if (text.num_experts && num(text, 'num_experts', where) > 0) {
-    throw new ConfigError('Mixture-of-experts Qwen3.5 checkpoints (num_experts > 0) are not supported yet');
+  const text: Scope = isObject(raw.text_config) ? { obj: raw.text_config, prefix: 'text_config.' } : top;
+  const at = (key: string) => `${text.prefix}${key}`;
+
+  const modelType = checkArchitecture(top, text);
+  const experts = optionalNumber(text, 'num_experts');
+  if (experts !== undefined && experts !== 0) {
+    throw new ConfigError(`unsupported architecture: ${at('num_experts')} is ${experts}; Mixture-of-experts Qwen3.5 checkpoints (num_experts > 0) are not supported yet`);
   }
 
-  const hiddenSize = positiveInt(text, 'hidden_size', where);
-  const numLayers = positiveInt(text, 'num_hidden_layers', where);
-  const numHeads = positiveInt(text, 'num_attention_heads', where);
-  const numKvHeads = positiveInt(text, 'num_key_value_heads', where);
-  const headDim = positiveInt(text, 'head_dim', where, Math.floor(hiddenSize / numHeads));
+  // Every size is bounded here, before the layer list or the layout is built from them.
+  const hiddenSize = sizeKey(text, 'hidden_size');
+  const numLayers = sizeKey(text, 'num_hidden_layers');
+  const numHeads = sizeKey(text, 'num_attention_heads');
+  const numKvHeads = sizeKey(text, 'num_key_value_heads');
+  if (!isSet(text.obj.head_dim) && hiddenSize % numHeads !== 0) {
+    throw new ConfigError(`${at('head_dim')} is not set and ${at('hidden_size')} (${hiddenSize}) is not a multiple of ${at('num_attention_heads')} (${numHeads}), so the head size is undefined`);
+  }
+  const headDim = sizeKey(text, 'head_dim', hiddenSize / numHeads);
   if (numHeads % numKvHeads !== 0) {
-    throw new ConfigError(`num_attention_heads (${numHeads}) must be a multiple of num_key_value_heads (${numKvHeads})`);
+    throw new ConfigError(`${at('num_attention_heads')} (${numHeads}) must be a multiple of ${at('num_key_value_heads')} (${numKvHeads})`);
   }
-  const linearNumKeyHeads = positiveInt(text, 'linear_num_key_heads', where);
-  const linearNumValueHeads = positiveInt(text, 'linear_num_value_heads', where);
+  const linearNumKeyHeads = sizeKey(text, 'linear_num_key_heads');
+  const linearNumValueHeads = sizeKey(text, 'linear_num_value_heads');
   if (linearNumValueHeads % linearNumKeyHeads !== 0) {
-    throw new ConfigError(`linear_num_value_heads (${linearNumValueHeads}) must be a multiple of linear_num_key_heads (${linearNumKeyHeads})`);
+    throw new ConfigError(`${at('linear_num_value_heads')} (${linearNumValueHeads}) must be a multiple of ${at('linear_num_key_heads')} (${linearNumKeyHeads})`);
   }
+  const intermediateSize = sizeKey(text, 'intermediate_size');
+  const linearKeyHeadDim = sizeKey(text, 'linear_key_head_dim');
+  const linearValueHeadDim = sizeKey(text, 'linear_value_head_dim');
+  const convKernel = sizeKey(text, 'linear_conv_kernel_dim', 4);
+  const vocabSize = sizeKey(text, 'vocab_size');
+  const maxPositionEmbeddings = sizeKey(text, 'max_position_embeddings', 262144);
 
   let layerTypes: LayerType[];
-  if (Array.isArray(text.layer_types)) {
-    layerTypes = text.layer_types.map((t, i) => {
+  const lt = text.obj.layer_types;
+  if (isSet(lt)) {
+    if (!Array.isArray(lt)) throw new ConfigError(`${at('layer_types')} must be a list, found ${show(lt)}`);
+    if (lt.length !== numLayers) {
+      throw new ConfigError(`${at('layer_types')} has ${lt.length} entries but num_hidden_layers is ${numLayers}`);
+    }
+    layerTypes = lt.map((t, i) => {
       if (t !== 'linear_attention' && t !== 'full_attention') {
-        throw new ConfigError(`layer_types[${i}] is "${t}", expected "linear_attention" or "full_attention"`);
+        throw new ConfigError(`${at('layer_types')}[${i}] is ${show(t)}, expected "linear_attention" or "full_attention"`);
       }
       return t;
     });
-    if (layerTypes.length !== numLayers) {
-      throw new ConfigError(`layer_types has ${layerTypes.length} entries but num_hidden_layers is ${numLayers}`);
-    }
   } else {
-    const interval = positiveInt(text, 'full_attention_interval', where, 4);
+    const interval = sizeKey(text, 'full_attention_interval', 4);
     layerTypes = Array.from({ length: numLayers }, (_, i) => ((i + 1) % interval === 0 ? 'full_attention' : 'linear_attention'));
   }
 
   // Some nested configs carry rope_parameters next to text_config instead of inside it.
-  const rope = (text.rope_parameters ?? text.rope_scaling ?? top.rope_parameters ?? {}) as Json;
-  const ropeTheta = num(rope, 'rope_theta', 'rope_parameters', num(text, 'rope_theta', where, num(top, 'rope_theta', 'config', 100000)));
-  const partialRotaryFactor = num(rope, 'partial_rotary_factor', 'rope_parameters', num(text, 'partial_rotary_factor', where, num(top, 'partial_rotary_factor', 'config', 0.25)));
-  const ropeType = rope.rope_type ?? rope.type ?? 'default';
+  const ropePlaces: [Scope, string][] = [[text, 'rope_parameters'], [text, 'rope_scaling'], [top, 'rope_parameters']];
+  let rope: Scope = { obj: {}, prefix: `${text.prefix}rope_parameters.` };
+  for (const [s, key] of [...ropePlaces].reverse()) {
+    const v = s.obj[key];
+    if (!isSet(v)) continue;
+    if (!isObject(v)) throw new ConfigError(`${s.prefix}${key} must be an object, found ${show(v)}`);
+    rope = { obj: v, prefix: `${s.prefix}${key}.` };
+  }
+  const ropeTheta = realKey([[rope, 'rope_theta'], [text, 'rope_theta'], [top, 'rope_theta']], 100000,
+    (v) => v > 0, 'a positive number');
+  const partialRotaryFactor = realKey([[rope, 'partial_rotary_factor'], [text, 'partial_rotary_factor'], [top, 'partial_rotary_factor']], 0.25,
+    (v) => v > 0 && v <= 1, 'a number in (0, 1]');
+  const ropeType = rope.obj.rope_type ?? rope.obj.type ?? 'default';
   if (ropeType !== 'default' && ropeType !== 'mrope') {
-    throw new ConfigError(`rope type "${String(ropeType)}" is not supported (expected "default")`);
+    throw new ConfigError(`${rope.prefix}rope_type: rope type ${show(ropeType)} is not supported (expected "default" or "mrope")`);
   }
   const rotaryDim = Math.floor(headDim * partialRotaryFactor);
-  if (rotaryDim % 2 !== 0 || rotaryDim > headDim) throw new ConfigError(`rotary dimension ${rotaryDim} must be even and ≤ head_dim ${headDim}`);
+  if (rotaryDim < 2 || rotaryDim % 2 !== 0) {
+    throw new ConfigError(`rotary dimension int(head_dim ${headDim} × partial_rotary_factor ${partialRotaryFactor}) = ${rotaryDim} must be even and at least 2`);
+  }
+  const rmsNormEps = realKey([[text, 'rms_norm_eps']], 1e-6, (v) => v > 0 && v < 1, 'a number in (0, 1)');
 
-  const tie = (text.tie_word_embeddings ?? top.tie_word_embeddings ?? false) as boolean;
-  const eosRaw = top.eos_token_id ?? text.eos_token_id;
-  const eosTokenIds = eosRaw === undefined || eosRaw === null ? [] : Array.isArray(eosRaw) ? eosRaw.map(Number) : [Number(eosRaw)];
+  // text_config first, then the top level (spec §1.1).
+  const tieText = optionalBool(text, 'tie_word_embeddings');
+  const tieTop = optionalBool(top, 'tie_word_embeddings');
+  const tie = tieText ?? tieTop ?? false;
+  const eosTokenIds = eosIds(top, text, vocabSize);
 
   return {
     modelType,
     hiddenSize,
     numLayers,
-    intermediateSize: positiveInt(text, 'intermediate_size', where),
+    intermediateSize,
     numHeads,
     numKvHeads,
     headDim,
     linearNumKeyHeads,
     linearNumValueHeads,
-    linearKeyHeadDim: positiveInt(text, 'linear_key_head_dim', where),
-    linearValueHeadDim: positiveInt(text, 'linear_value_head_dim', where),
-    convKernel: positiveInt(text, 'linear_conv_kernel_dim', where, 4),
+    linearKeyHeadDim,
+    linearValueHeadDim,
+    convKernel,
     layerTypes,
-    rmsNormEps: num(text, 'rms_norm_eps', where, 1e-6),
+    rmsNormEps,
     ropeTheta,
     partialRotaryFactor,
     rotaryDim,
-    vocabSize: positiveInt(text, 'vocab_size', where),
-    maxPositionEmbeddings: positiveInt(text, 'max_position_embeddings', where, 262144),
-    tieWordEmbeddings: Boolean(tie),
+    vocabSize,
+    maxPositionEmbeddings,
+    tieWordEmbeddings: tie,
     eosTokenIds,
-    quantization: parseQuantization(top),
+    quantization: parseQuantization(raw),
   };
+}
+
+/** eos_token_id: one id or a list, top level first (spec §7); every id must be a token of the vocabulary. */
+function eosIds(top: Scope, text: Scope, vocabSize: number): number[] {
+  const read = (s: Scope): number[] | undefined => {
+    const v = s.obj.eos_token_id;
+    if (!isSet(v)) return undefined;
+    const ids = Array.isArray(v) ? v : [v];
+    ids.forEach((id, i) => {
+      if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id >= vocabSize) {
+        const key = Array.isArray(v) ? `${s.prefix}eos_token_id[${i}]` : `${s.prefix}eos_token_id`;
+        throw new ConfigError(`${key} must be a token id from 0 to ${vocabSize - 1} (vocab_size ${vocabSize}), found ${show(id)}`);
+      }
+    });
+    return ids as number[];
+  };
+  const fromText = read(text); // checked even when the top level wins: a broken copy is never silently shadowed
+  return read(top) ?? fromText ?? [];
 }
 
 /** Derived sizes used everywhere (spec §1.2). */

@@ -63,6 +63,59 @@ export function fmtShape(shape: readonly number[]): string {
   return `[${shape.join(', ')}]`;
 }
 
+/**
+ * The first key that occurs twice in one object of a JSON text, with the path of that object, or null.
+ * JSON.parse silently keeps the last of two equal keys, so a header naming a tensor twice would otherwise read one
+ * of them and drop the other without a word. `text` must already be valid JSON (JSON.parse it first): the scan only
+ * tracks strings and nesting. Iterative, so a deeply nested hostile header cannot overflow the stack.
+ */
+export function findDuplicateKey(text: string): { key: string; path: string[] } | null {
+  interface Frame { keys: Set<string> | null; name: string }
+  const stack: Frame[] = [];
+  let pendingKey: string | null = null; // the key whose value comes next, inside the innermost object
+  let i = 0;
+  const n = text.length;
+  const readString = (): string => {
+    const start = i; // at the opening quote
+    let escaped = false;
+    for (i++; i < n; i++) {
+      const c = text.charCodeAt(i);
+      if (c === 0x5c) { escaped = true; i++; continue; } // backslash: skip the escaped character
+      if (c === 0x22) break;
+    }
+    i++;
+    const raw = text.slice(start, i);
+    return escaped ? (JSON.parse(raw) as string) : raw.slice(1, -1);
+  };
+  while (i < n) {
+    const c = text[i];
+    if (c === '{' || c === '[') {
+      stack.push({ keys: c === '{' ? new Set() : null, name: pendingKey ?? (stack.length ? '[]' : '') });
+      pendingKey = null;
+      i++;
+    } else if (c === '}' || c === ']') {
+      stack.pop();
+      i++;
+    } else if (c === '"') {
+      const str = readString();
+      const top = stack[stack.length - 1];
+      let j = i;
+      while (j < n && (text[j] === ' ' || text[j] === '\t' || text[j] === '\n' || text[j] === '\r')) j++;
+      if (top?.keys && text[j] === ':') {
+        if (top.keys.has(str)) return { key: str, path: stack.slice(1).map((f) => f.name) };
+        top.keys.add(str);
+        pendingKey = str;
+      } else {
+        pendingKey = null;
+      }
+    } else {
+      if (c === ',') pendingKey = null;
+      i++;
+    }
+  }
+  return null;
+}
+
 /** Parses and checks the header of one safetensors file; every error names the file (and tensor). */
 export async function parseSafetensorsHeader(file: string, src: ByteSource): Promise<SafetensorsHeader> {
   const fileSize = await src.size(file);
@@ -80,14 +133,21 @@ export async function parseSafetensorsHeader(file: string, src: ByteSource): Pro
     throw new FormatError(`${file}: header length field says ${headerLen} bytes but the file has only ${fileSize - 8} bytes after it (truncated file?)`);
   }
   const headerBytes = await src.read(file, 8, headerLen);
+  let text: string;
   let json: unknown;
   try {
-    json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(headerBytes));
+    text = new TextDecoder('utf-8', { fatal: true }).decode(headerBytes);
+    json = JSON.parse(text);
   } catch (e) {
     throw new FormatError(`${file}: header is not valid UTF-8 JSON (${(e as Error).message})`);
   }
   if (!json || typeof json !== 'object' || Array.isArray(json)) {
-    throw new FormatError(`${file}: header must be a JSON object, found ${Array.isArray(json) ? 'an array' : typeof json}`);
+    throw new FormatError(`${file}: header must be a JSON object, found ${json === null ? 'null' : Array.isArray(json) ? 'an array' : typeof json}`);
+  }
+  const dup = findDuplicateKey(text);
+  if (dup) {
+    const where = dup.path.length === 0 ? 'the header' : dup.path[0] === '__metadata__' ? '"__metadata__"' : `tensor "${dup.path[0]}"`;
+    throw new FormatError(`${file}: key "${dup.key}" appears twice in ${where} (expected each ${dup.path.length === 0 ? 'tensor name' : 'key'} once; a JSON reader would silently keep only the last)`);
   }
   const dataStart = 8 + headerLen;
   const dataLen = fileSize - dataStart;
@@ -95,15 +155,25 @@ export async function parseSafetensorsHeader(file: string, src: ByteSource): Pro
   let metadata: Record<string, string> = {};
   for (const [name, raw] of Object.entries(json as Record<string, unknown>)) {
     if (name === '__metadata__') {
-      if (!raw || typeof raw !== 'object' || Array.isArray(raw)) {
-        throw new FormatError(`${file}: "__metadata__" must be an object of strings, found ${JSON.stringify(raw)}`);
-      }
-      metadata = raw as Record<string, string>;
+      metadata = parseMetadata(file, raw);
       continue;
     }
     tensors.set(name, parseEntry(file, name, raw, dataStart, dataLen));
   }
+  checkTiling(file, tensors, dataStart, fileSize);
   return { file, fileSize, dataStart, tensors, metadata };
+}
+
+function parseMetadata(file: string, raw: unknown): Record<string, string> {
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new FormatError(`${file}: "__metadata__" must be an object of strings, found ${JSON.stringify(raw)}`);
+  }
+  for (const [k, v] of Object.entries(raw)) {
+    if (typeof v !== 'string') {
+      throw new FormatError(`${file}: "__metadata__" must be an object of strings, found ${JSON.stringify(v)?.slice(0, 100)} for "${k}"`);
+    }
+  }
+  return raw as Record<string, string>;
 }
 
 function parseEntry(file: string, name: string, raw: unknown, dataStart: number, dataLen: number): SafetensorsEntry {
@@ -127,9 +197,40 @@ function parseEntry(file: string, name: string, raw: unknown, dataStart: number,
     throw new FormatError(`${where}: data_offsets [${b}, ${e}] run past the end of the data section (${dataLen} bytes; truncated file?)`);
   }
   const need = shapeSize(shape) * DTYPE_BYTES[dtype];
+  // Beyond 2^53 the product is no longer exact; it is then also far beyond any file, so say so rather than compare.
+  if (!Number.isSafeInteger(need)) {
+    throw new FormatError(`${where}: ${dtype} ${fmtShape(shape)} would need ${need} bytes, more than any file can hold (data_offsets [${b}, ${e}])`);
+  }
   if (e - b !== need) {
     throw new FormatError(`${where}: data_offsets [${b}, ${e}] cover ${e - b} bytes but ${dtype} ${fmtShape(shape)} needs ${need}`);
   }
   return { dtype, shape: shape as number[], begin: dataStart + b, end: dataStart + e };
 }
 
+/**
+ * The tensors, in offset order, must tile the data section exactly: the first starts at 0, each starts where the
+ * previous one ends, the last ends at the end of the file (the reference Rust reader's rule). Otherwise two tensors
+ * could share bytes, or bytes could hide between them.
+ */
+function checkTiling(file: string, tensors: Map<string, SafetensorsEntry>, dataStart: number, fileSize: number): void {
+  // Zero-size tensors sort before a tensor starting at the same offset, so they never count as an overlap.
+  const ordered = [...tensors].sort(([, a], [, b]) => a.begin - b.begin || a.end - b.end);
+  const rel = (x: number) => x - dataStart;
+  const span = (t: SafetensorsEntry) => `[${rel(t.begin)}, ${rel(t.end)}]`;
+  let prev: [string, SafetensorsEntry] | null = null;
+  for (const [name, t] of ordered) {
+    const expected = prev ? prev[1].end : dataStart;
+    const after = prev ? `where tensor "${prev[0]}" ${span(prev[1])} ends` : 'the start of the data section';
+    if (t.begin < expected) {
+      throw new FormatError(`${file}: tensor "${name}": data_offsets ${span(t)} overlap tensor "${prev![0]}" ${span(prev![1])} (expected it to start at ${rel(expected)}, ${after})`);
+    }
+    if (t.begin > expected) {
+      throw new FormatError(`${file}: tensor "${name}": data_offsets ${span(t)} leave ${t.begin - expected} unused bytes before it (expected it to start at ${rel(expected)}, ${after})`);
+    }
+    prev = [name, t];
+  }
+  const end = prev ? prev[1].end : dataStart;
+  if (end !== fileSize) {
+    throw new FormatError(`${file}: safetensors header says the data ends at byte ${end} but the file has ${fileSize} bytes (${fileSize - end} bytes after ${prev ? `the last tensor "${prev[0]}"` : 'the header'} belong to no tensor)`);
+  }
+}

@@ -1,4 +1,5 @@
-// Sampling for the decode loop, on the GPU: logits in, one token id out (4 bytes to read back, never the logits).
+// Sampling for the decode loop, on the GPU: logits in, one token id out (8 bytes to read back, never the logits:
+// the id and a fault word that reports a NaN or ±inf logit, found in the same pass).
 // Semantics and their order (penalties → temperature → top-k → top-p → min-p → draw) are defined by
 // sampleReference in src/model/reference-sample.ts; shaders/sample.wgsl explains how the kernels realise them
 // without sorting the vocabulary.
@@ -7,7 +8,7 @@
 // short reduction; sampling is a gather and an in-workgroup sort when the candidates or the top-k set fit the
 // workgroup, else 8-round searches (one pass over the keys per round) for top-k, top-p and the draw. The uniform
 // draw u comes from the caller (createRng below), so a seed reproduces a run.
-import { grid2d, type GpuContext } from './context.ts';
+import { grid2d, readBuffer, type GpuContext } from './context.ts';
 import { shader } from './shaders.ts';
 
 export interface SamplingParams {
@@ -27,14 +28,17 @@ export interface SamplingParams {
 
 /** GPU state of one sequence. */
 export interface Sampler {
-  /** u32 [1]: the id written by the last sampleToken. */
+  /**
+   * u32 [2]: the id written by the last sampleToken, then its fault word (0, or which logit was NaN or ±inf;
+   * readSampled decodes it).
+   */
   readonly ids: GPUBuffer;
   /** u32 [vocabSize]: how often each id was recorded or sampled; the penalties apply where it is > 0. */
   readonly counts: GPUBuffer;
   readonly vocabSize: number;
   /** Ids ≥ validVocab (embedding rows beyond the tokenizer) are never sampled. */
   readonly validVocab: number;
-  /** Scratch: order-preserving keys of the penalised logits [vocabSize], prep partials [3 · nparts]. */
+  /** Scratch: order-preserving keys of the penalised logits [vocabSize], prep partials [4 · nparts]. */
   readonly keys: GPUBuffer;
   readonly parts: GPUBuffer;
   readonly nparts: number;
@@ -45,21 +49,26 @@ const MAX_PARTS = 64;
 const RECORD_WG = 64;
 const RED_BYTES = 2048 * 4; // RED in sample.wgsl
 const GREEDY_TEMPERATURE = 1e-5; // same constant as reference-sample.ts
+// Fault word (sample.wgsl): 0x80000000 | kind << 29 | index; kind 1 NaN, 2 +inf, 3 −inf.
+const FAULT_INDEX_MASK = 0x1fffffff;
+const MAX_VOCAB = 2 ** 29;
 
 export function createSampler(ctx: GpuContext, vocabSize: number, validVocab: number): Sampler {
-  if (!Number.isInteger(vocabSize) || vocabSize < 1) throw new Error(`createSampler: vocabSize ${vocabSize} must be a positive integer`);
+  if (!Number.isInteger(vocabSize) || vocabSize < 1 || vocabSize > MAX_VOCAB) {
+    throw new Error(`createSampler: vocabSize ${vocabSize} must be an integer in [1, 2^29]`);
+  }
   if (!Number.isInteger(validVocab) || validVocab < 1 || validVocab > vocabSize) {
     throw new Error(`createSampler: validVocab ${validVocab} must be an integer in [1, vocabSize ${vocabSize}]`);
   }
   const nparts = Math.min(MAX_PARTS, Math.ceil(vocabSize / prepWorkgroup(vocabSize)));
   return {
-    ids: ctx.storage(4, 'sampler-id'),
+    ids: ctx.storage(8, 'sampler-id'),
     // New buffers are zero-filled, so a fresh sampler starts with no counts.
     counts: ctx.storage(vocabSize * 4, 'sampler-counts'),
     vocabSize,
     validVocab,
     keys: ctx.storage(vocabSize * 4, 'sampler-keys'),
-    parts: ctx.storage(nparts * 12, 'sampler-parts'),
+    parts: ctx.storage(nparts * 16, 'sampler-parts'),
     nparts,
   };
 }
@@ -142,6 +151,25 @@ export function sampleToken(
     { 0: p, 1: logits, 2: sampler.counts, 3: sampler.keys, 4: sampler.parts }, [sampler.nparts, 1], 'sample-prep');
   pass(ctx, enc, ctx.pipeline(shaderCode, { WG: selectWorkgroup(ctx, sampler.vocabSize) }, 'select_token'),
     { 0: p, 5: sampler.keys, 6: sampler.parts, 7: sampler.counts, 8: sampler.ids }, [1, 1], 'sample-select');
+}
+
+/** What the last sampleToken produced: the id, and the first logit that was NaN or ±inf if any was. */
+export interface Sampled {
+  id: number;
+  nonFinite?: { index: number; value: number };
+}
+
+/** Decodes the two words of sampler.ids. */
+export function decodeSampled(id: number, fault: number): Sampled {
+  if (fault === 0) return { id };
+  const kind = (fault >>> 29) & 3;
+  return { id, nonFinite: { index: fault & FAULT_INDEX_MASK, value: kind === 2 ? Infinity : kind === 3 ? -Infinity : NaN } };
+}
+
+/** Reads back the last sampled id with its fault word (one 8-byte readback). */
+export async function readSampled(ctx: GpuContext, sampler: Sampler): Promise<Sampled> {
+  const [id, fault] = new Uint32Array(await readBuffer(ctx, sampler.ids, 8));
+  return decodeSampled(id, fault);
 }
 
 /**

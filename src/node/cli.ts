@@ -1,57 +1,263 @@
 // `qwen-webgpu` command line: inspect a checkpoint, print logits, generate greedily — on Dawn (WebGPU in Node).
-import { parseArgs } from 'node:util';
+// Arguments are checked before anything is loaded, and against the model's config.json before any weight is read.
 import './shaders-node.ts';
 import { getNodeGpu } from './dawn.ts';
 import { dirSource } from './fs-source.ts';
 import { httpSource } from '../store/http-source.ts';
+import { describeError } from '../store/fetch-range.ts';
 import type { ByteSource } from '../format/safetensors.ts';
+import type { ModelConfig } from '../format/config.ts';
 import { openCheckpoint, summarizeCheckpoint } from '../format/checkpoint.ts';
 import { estimateMemory, loadEngine } from '../engine/engine.ts';
 
+/** Exit statuses, also listed in --help. */
+export const EXIT = { ok: 0, runtime: 1, usage: 2 } as const;
+
 const USAGE = `usage:
   qwen-webgpu inspect  --model DIR|URL [--context N] [--json]
-  qwen-webgpu logits   --model DIR|URL --ids 1,2,3 [--then 4,5,6] [--json]
-  qwen-webgpu generate --model DIR|URL --ids 1,2,3 --max-tokens N [--json]
+  qwen-webgpu logits   --model DIR|URL --ids 1,2,3 [--then 4,5,6] [--context N] [--json]
+  qwen-webgpu generate --model DIR|URL --ids 1,2,3 [--max-tokens N] [--context N] [--json]
 
---model takes a checkpoint folder or an http(s) base URL (e.g. https://huggingface.co/ORG/NAME/resolve/main).
+  --model DIR|URL  a checkpoint folder (a Hugging Face cache snapshot folder works) or an http(s) base URL,
+                   e.g. https://huggingface.co/ORG/NAME/resolve/main
+  --ids a,b,c      prompt token ids: decimal integers below the model's vocab_size
+  --then a,b,c     logits: ids fed one decode step each after the prompt (teacher forcing), one row of logits each
+  --max-tokens N   generate: greedy tokens to produce, at most (default 32)
+  --context N      KV-cache capacity in tokens, 1 to max_position_embeddings (inspect: default
+                   min(4096, max_position_embeddings); logits, generate: default what the run needs, at least 16).
+                   The prompt plus --then or --max-tokens must fit in it.
+  --json           machine-readable output; logits prints {"logits": [[...], ...]} (full vocabulary, f32)
+  --progress       weight-loading progress on stderr even when stderr is not a terminal
+  --quiet          no progress
+  --debug          stack traces with errors (also QWEN_WEBGPU_DEBUG=1)
+  -h, --help       this text
+
 logits: the first row is at the last prompt position after prefilling --ids; each further row follows a decode
-step feeding the next --then id (teacher forcing). --json prints {"logits": [[...], ...]} (full vocabulary, f32).`;
+step feeding the next --then id.
 
-function sourceFor(model: string): ByteSource {
-  return /^https?:\/\//.test(model) ? httpSource(model) : dirSource(model);
+exit status: ${EXIT.ok} success; ${EXIT.runtime} runtime error (checkpoint, network, GPU); ${EXIT.usage} usage error (a bad or missing argument).`;
+
+const HINT = 'see qwen-webgpu --help';
+
+class UsageError extends Error {}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Arguments.
+
+const COMMANDS = ['inspect', 'logits', 'generate'] as const;
+type Command = (typeof COMMANDS)[number];
+
+const FLAG_KINDS = {
+  model: 'string', ids: 'string', then: 'string', 'max-tokens': 'string', context: 'string',
+  json: 'boolean', progress: 'boolean', quiet: 'boolean', debug: 'boolean', help: 'boolean',
+} as const;
+type Flag = keyof typeof FLAG_KINDS;
+
+const COMMON_FLAGS: Flag[] = ['model', 'context', 'json', 'progress', 'quiet', 'debug', 'help'];
+const COMMAND_FLAGS: Record<Command, Flag[]> = { inspect: [], logits: ['ids', 'then'], generate: ['ids', 'max-tokens'] };
+
+/** Counts and ids beyond this are certainly typos; the model's own limits are checked later. */
+const MAX_COUNT = 2 ** 31 - 1;
+
+function parseFlags(command: Command, args: string[]): Map<Flag, string | true> {
+  const allowed = new Set([...COMMON_FLAGS, ...COMMAND_FLAGS[command]]);
+  const values = new Map<Flag, string | true>();
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    const m = arg === '-h' ? ['', 'help', undefined] : /^--([^=]+)(?:=([\s\S]*))?$/.exec(arg);
+    if (!m) throw new UsageError(`unexpected argument ${JSON.stringify(arg)}`);
+    const name = m[1] as Flag;
+    const inline = m[2];
+    if (!Object.hasOwn(FLAG_KINDS, name)) throw new UsageError(`unknown flag --${name}`);
+    if (!allowed.has(name)) throw new UsageError(`--${name} does not apply to ${command}`);
+    if (values.has(name)) throw new UsageError(`--${name} is given twice`);
+    if (FLAG_KINDS[name] === 'boolean') {
+      if (inline !== undefined) throw new UsageError(`--${name} takes no value`);
+      values.set(name, true);
+    } else {
+      const v = inline ?? args[++i];
+      if (v === undefined || (inline === undefined && v.startsWith('--'))) throw new UsageError(`--${name} needs a value`);
+      values.set(name, v);
+    }
+  }
+  return values;
 }
 
-function parseIds(s: string | undefined, flag: string): number[] {
-  if (s === undefined || s.trim() === '') return [];
-  return s.split(',').map((t) => {
-    const v = Number(t.trim());
-    if (!Number.isInteger(v) || v < 0) throw new UsageError(`${flag}: "${t}" is not a token id`);
+/** A decimal integer in [min, max]; "1e3", "0x10", "1.0", "-1", " " are refused, not reinterpreted. */
+function parseCount(flag: Flag, s: string, min: number, max = MAX_COUNT): number {
+  if (!/^\d+$/.test(s)) throw new UsageError(`--${flag}: ${JSON.stringify(s)} is not a decimal integer`);
+  const v = Number(s);
+  if (v < min || v > max) throw new UsageError(`--${flag}: ${s} is out of range (${min} to ${max})`);
+  return v;
+}
+
+function parseIds(flag: Flag, s: string): number[] {
+  if (s.trim() === '') throw new UsageError(`--${flag} needs at least one token id`);
+  return s.split(',').map((raw, i) => {
+    const t = raw.trim();
+    if (t === '') throw new UsageError(`--${flag}: empty entry at position ${i + 1} of ${JSON.stringify(s)}`);
+    if (!/^\d+$/.test(t)) throw new UsageError(`--${flag}: ${JSON.stringify(t)} is not a token id: decimal integers only`);
+    const v = Number(t);
+    if (v > MAX_COUNT) throw new UsageError(`--${flag}: token id ${t} is out of range`);
     return v;
   });
 }
 
-class UsageError extends Error {}
+interface Plan {
+  command: Command;
+  model: string;
+  context?: number;
+  ids: number[];
+  then: number[];
+  maxTokens: number;
+  json: boolean;
+  progress: boolean;
+}
 
-function gb(bytes: number): string {
+function plan(command: Command, flags: Map<Flag, string | true>): Plan {
+  const str = (f: Flag) => flags.get(f) as string | undefined;
+  const model = str('model');
+  if (model === undefined) throw new UsageError('--model is required');
+  if (model.trim() === '') throw new UsageError('--model is empty');
+  const p: Plan = {
+    command, model, ids: [], then: [], maxTokens: 0, json: flags.has('json'),
+    progress: !flags.has('quiet') && (flags.has('progress') || !!process.stderr.isTTY),
+    context: str('context') === undefined ? undefined : parseCount('context', str('context')!, 1),
+  };
+  if (command === 'inspect') return p;
+  if (str('ids') === undefined) throw new UsageError('--ids is required');
+  p.ids = parseIds('ids', str('ids')!);
+  if (str('then') !== undefined) p.then = parseIds('then', str('then')!);
+  if (command === 'generate') p.maxTokens = str('max-tokens') === undefined ? 32 : parseCount('max-tokens', str('max-tokens')!, 1);
+  if (p.context !== undefined) checkFits(p, p.context, `--context ${p.context}`);
+  return p;
+}
+
+/** Positions the run needs: the prompt, then each --then id or generated token. */
+const needed = (p: Plan) => p.ids.length + p.then.length + p.maxTokens;
+
+function checkFits(p: Plan, capacity: number, what: string): void {
+  if (needed(p) <= capacity) return;
+  const extra = p.command === 'generate' ? ` + --max-tokens ${p.maxTokens}` : ` + ${p.then.length} --then ids`;
+  throw new UsageError(`${p.ids.length} --ids${extra} = ${needed(p)} tokens, more than ${what}`);
+}
+
+/** The checks that need config.json; they run before any weight is read. */
+function checkAgainstModel(p: Plan, cfg: ModelConfig): void {
+  const maxPos = cfg.maxPositionEmbeddings;
+  if (p.context !== undefined && p.context > maxPos) {
+    throw new UsageError(`--context ${p.context} exceeds max_position_embeddings ${maxPos} in config.json`);
+  }
+  checkFits(p, maxPos, `max_position_embeddings ${maxPos} in config.json`);
+  for (const [flag, ids] of [['ids', p.ids], ['then', p.then]] as const) {
+    const bad = ids.find((id) => id >= cfg.vocabSize);
+    if (bad !== undefined) {
+      throw new UsageError(`--${flag}: token id ${bad} is outside the vocabulary (vocab_size ${cfg.vocabSize} in config.json)`);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Progress on stderr.
+
+interface Progress {
+  /** Network bytes as they arrive (HTTP sources). */
+  onBytes(n: number): void;
+  /** Weights uploaded to the GPU so far, of the total. */
+  onUpload(done: number, total: number): void;
+  end(ok: boolean): void;
+}
+
+const PROGRESS_INTERVAL_MS = 500;
+const RATE_WINDOW_MS = 5000;
+
+function size(bytes: number): string {
   return bytes >= 1 << 30 ? `${(bytes / (1 << 30)).toFixed(2)} GiB` : bytes >= 1 << 20 ? `${(bytes / (1 << 20)).toFixed(2)} MiB` : `${(bytes / 1024).toFixed(1)} KiB`;
+}
+
+function progressReporter(enabled: boolean): Progress {
+  if (!enabled) return { onBytes() {}, onUpload() {}, end() {} };
+  const out = process.stderr;
+  const tty = !!out.isTTY;
+  const start = performance.now();
+  let uploaded = 0;
+  let total = 0;
+  let inFlight = 0; // network bytes of the tensor being read, not yet uploaded
+  let moved = 0; // bytes for the rate: network bytes where there is a network, else uploaded bytes
+  let network = false;
+  let last = '';
+  let printed = false;
+  const samples: { t: number; n: number }[] = [{ t: start, n: 0 }];
+  const line = (now: number): string => {
+    samples.push({ t: now, n: moved });
+    while (samples.length > 2 && now - samples[1].t > RATE_WINDOW_MS) samples.shift();
+    const dt = (now - samples[0].t) / 1000;
+    const rate = dt > 0 ? `${size((moved - samples[0].n) / dt)}/s` : '';
+    if (total === 0) return `reading checkpoint: ${size(moved)}${rate ? `, ${rate}` : ''}`;
+    const done = Math.min(total, uploaded + inFlight);
+    return `loading weights: ${size(done)} / ${size(total)} (${Math.floor((100 * done) / total)}%), ${rate}`;
+  };
+  const print = (text: string, final: boolean) => {
+    if (text === last && !final) return;
+    last = text;
+    printed = true;
+    out.write(tty ? `\r${text}\x1b[K${final ? '\n' : ''}` : `${text}\n`);
+  };
+  const timer = setInterval(() => print(line(performance.now()), false), PROGRESS_INTERVAL_MS);
+  timer.unref();
+  return {
+    onBytes(n) {
+      network = true;
+      inFlight += n;
+      moved += n;
+    },
+    onUpload(done, t) {
+      if (!network) moved += done - uploaded;
+      uploaded = done;
+      total = t;
+      inFlight = 0;
+    },
+    end(ok) {
+      clearInterval(timer);
+      if (!ok) {
+        if (tty && printed) out.write('\n');
+        return;
+      }
+      const secs = (performance.now() - start) / 1000;
+      print(`loaded weights: ${size(total)} (${total} bytes) in ${secs.toFixed(1)} s, ${size(moved / Math.max(secs, 1e-3))}/s`, true);
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Commands.
+
+function sourceFor(model: string, progress: Progress): ByteSource {
+  if (!/^https?:\/\//i.test(model)) return dirSource(model);
+  try {
+    return httpSource(model, { onBytes: (n) => progress.onBytes(n) });
+  } catch (e) {
+    throw new UsageError(`--model: ${(e as Error).message}`);
+  }
 }
 
 function write(text: string): Promise<void> {
   return new Promise((resolve) => process.stdout.write(text, () => resolve()));
 }
 
-async function inspect(model: string, context: number | undefined, json: boolean): Promise<void> {
-  const ckpt = await openCheckpoint(sourceFor(model));
+async function inspect(p: Plan, src: ByteSource): Promise<void> {
+  const ckpt = await openCheckpoint(src);
+  checkAgainstModel(p, ckpt.config);
   const summary = summarizeCheckpoint(ckpt);
   const cfg = ckpt.config;
-  const ctxLen = context ?? Math.min(4096, cfg.maxPositionEmbeddings);
+  const ctxLen = p.context ?? Math.min(4096, cfg.maxPositionEmbeddings);
   const mem = estimateMemory(ckpt, ctxLen, 256);
-  if (json) {
+  if (p.json) {
     await write(JSON.stringify({ config: cfg, ...summary, memory: { contextLength: ctxLen, ...mem } }, (_, v) => (v instanceof Map ? Object.fromEntries(v) : v), 1) + '\n');
     return;
   }
   const lines: string[] = [];
-  lines.push(`model: ${model}`);
+  lines.push(`model: ${p.model}`);
   lines.push(`layout: ${ckpt.isMlx ? 'MLX (norm gains stored with +1)' : 'HF (norm gains = 1 + stored)'}; tied embeddings: ${ckpt.tied}`);
   lines.push(`hidden ${cfg.hiddenSize}, layers ${cfg.numLayers}, heads ${cfg.numHeads}/${cfg.numKvHeads}×${cfg.headDim}, ` +
     `GDN ${cfg.linearNumKeyHeads}k/${cfg.linearNumValueHeads}v heads ×${cfg.linearKeyHeadDim}/${cfg.linearValueHeadDim}, ` +
@@ -64,50 +270,31 @@ async function inspect(model: string, context: number | undefined, json: boolean
   }
   lines.push('');
   lines.push('bytes by kind:');
-  for (const [k, v] of Object.entries(summary.bytesByKind)) lines.push(`  ${k}\t${gb(v as number)}`);
+  for (const [k, v] of Object.entries(summary.bytesByKind)) lines.push(`  ${k}\t${size(v as number)}`);
   lines.push('');
-  lines.push(`GPU memory estimate at context ${ctxLen}: weights ${gb(mem.weights)} + GDN state ${gb(mem.recurrent)} + conv state ${gb(mem.conv)} + KV cache ${gb(mem.kv)} + activations ${gb(mem.activations)} = ${gb(mem.total)}`);
+  lines.push(`GPU memory estimate at context ${ctxLen}: weights ${size(mem.weights)} + GDN state ${size(mem.recurrent)} + conv state ${size(mem.conv)} + KV cache ${size(mem.kv)} + activations ${size(mem.activations)} = ${size(mem.total)}`);
   await write(lines.join('\n') + '\n');
 }
 
-export async function main(argv: string[]): Promise<number> {
-  const [command, ...rest] = argv;
-  if (!command || command === '--help' || command === '-h' || command === 'help') {
-    await write(USAGE + '\n');
-    return command ? 0 : 2;
-  }
-  const { values } = parseArgs({
-    args: rest,
-    options: {
-      model: { type: 'string' },
-      ids: { type: 'string' },
-      then: { type: 'string' },
-      'max-tokens': { type: 'string' },
-      context: { type: 'string' },
-      json: { type: 'boolean', default: false },
-    },
-    strict: true,
-  });
-  if (!values.model) throw new UsageError('--model is required');
-  const context = values.context ? Number(values.context) : undefined;
-  if (command === 'inspect') {
-    await inspect(values.model, context, values.json!);
-    return 0;
-  }
-  if (command !== 'logits' && command !== 'generate') throw new UsageError(`unknown command "${command}"`);
-  const ids = parseIds(values.ids, '--ids');
-  if (ids.length === 0) throw new UsageError('--ids needs at least one token id');
-  const then = parseIds(values.then, '--then');
-  const maxTokens = command === 'generate' ? Number(values['max-tokens'] ?? 32) : 0;
-  if (command === 'generate' && (!Number.isInteger(maxTokens) || maxTokens < 1)) throw new UsageError('--max-tokens must be a positive integer');
-  const need = ids.length + then.length + maxTokens;
+async function run(p: Plan, src: ByteSource, progress: Progress): Promise<void> {
+  // Headers and config first: a bad argument is refused before the GPU starts or a weight is read.
+  const ckpt = await openCheckpoint(src);
+  checkAgainstModel(p, ckpt.config);
+  const contextLength = p.context ?? Math.min(Math.max(needed(p), 16), ckpt.config.maxPositionEmbeddings);
   const ctx = await getNodeGpu();
-  const engine = await loadEngine(ctx, sourceFor(values.model), { contextLength: context ?? Math.max(need, 16) });
+  let engine;
   try {
-    if (command === 'logits') {
-      const rows = [await engine.prefill(ids)];
-      for (const id of then) rows.push(await engine.decode(id));
-      if (values.json) {
+    engine = await loadEngine(ctx, src, { contextLength, onProgress: (done, total) => progress.onUpload(done, total) });
+  } catch (e) {
+    progress.end(false);
+    throw e;
+  }
+  progress.end(true);
+  try {
+    if (p.command === 'logits') {
+      const rows = [await engine.prefill(p.ids)];
+      for (const id of p.then) rows.push(await engine.decode(id));
+      if (p.json) {
         await write('{"logits": [' + rows.map((r) => '[' + Array.from(r).join(',') + ']').join(',\n') + ']}\n');
       } else {
         for (const [i, r] of rows.entries()) {
@@ -116,23 +303,61 @@ export async function main(argv: string[]): Promise<number> {
         }
       }
     } else {
-      const out = await engine.generate(ids, maxTokens);
-      await write(values.json ? JSON.stringify({ ids: out }) + '\n' : out.join(',') + '\n');
+      const out = await engine.generate(p.ids, p.maxTokens);
+      await write(p.json ? JSON.stringify({ ids: out }) + '\n' : out.join(',') + '\n');
     }
   } finally {
     engine.dispose();
   }
-  return 0;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === undefined) {
+    process.stderr.write(USAGE + '\n');
+    return EXIT.usage;
+  }
+  if (command === '--help' || command === '-h' || command === 'help') {
+    await write(USAGE + '\n');
+    return EXIT.ok;
+  }
+  if (!(COMMANDS as readonly string[]).includes(command)) {
+    throw new UsageError(`unknown command ${JSON.stringify(command)} (expected ${COMMANDS.join(', ')})`);
+  }
+  const flags = parseFlags(command as Command, rest);
+  if (flags.has('help')) {
+    await write(USAGE + '\n');
+    return EXIT.ok;
+  }
+  const p = plan(command as Command, flags);
+  const progress = progressReporter(p.progress && p.command !== 'inspect');
+  const src = sourceFor(p.model, progress);
+  if (p.command === 'inspect') await inspect(p, src);
+  else await run(p, src, progress);
+  return EXIT.ok;
+}
+
+/** The error and its causes, with stacks: for --debug. */
+function debugText(e: unknown): string {
+  const parts: string[] = [];
+  for (let cur: unknown = e, depth = 0; cur !== undefined && cur !== null && depth < 6; depth++) {
+    parts.push(cur instanceof Error ? cur.stack ?? cur.message : String(cur));
+    cur = cur instanceof Error ? cur.cause : undefined;
+  }
+  return parts.join('\ncaused by: ');
 }
 
 export async function runCli(argv: string[]): Promise<void> {
+  const debug = argv.includes('--debug') || process.env.QWEN_WEBGPU_DEBUG === '1';
   let code: number;
   try {
     code = await main(argv);
   } catch (e) {
-    const msg = e instanceof Error ? e.message : String(e);
-    process.stderr.write(`qwen-webgpu: ${msg}\n${e instanceof UsageError ? '\n' + USAGE + '\n' : ''}`);
-    code = e instanceof UsageError ? 2 : 1;
+    const usage = e instanceof UsageError;
+    // describeError adds what undici keeps in `cause` (ECONNREFUSED, ENOTFOUND...) when the message lacks it.
+    const msg = usage ? (e as Error).message : describeError(e);
+    process.stderr.write(`qwen-webgpu: ${msg}${usage ? ` (${HINT})` : ''}\n${debug ? debugText(e) + '\n' : ''}`);
+    code = usage ? EXIT.usage : EXIT.runtime;
   }
   // Dawn keeps handles alive; leave explicitly once output is flushed.
   process.exit(code);

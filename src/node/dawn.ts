@@ -28,18 +28,31 @@ export function chooseVulkanDriver(env: NodeJS.ProcessEnv = process.env): string
   return icd;
 }
 
+/** `webgpu` is an optional peer dependency (a browser user of the library needs no Dawn): say how to get it. */
+async function importDawn(): Promise<typeof import('webgpu')> {
+  try {
+    return await import('webgpu');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException)?.code !== 'ERR_MODULE_NOT_FOUND') throw e;
+    throw new Error('the CLI runs WebGPU through Dawn, from the npm package `webgpu`, which is not installed: ' +
+      'run `npm install webgpu` next to qwen-webgpu (it is an optional peer dependency)');
+  }
+}
+
 let cached: Promise<GpuContext> | undefined;
 /** Dawn is torn down when its GPU object is garbage-collected (webgpu README, "Lifetime"): keep it reachable. */
-let instance: GPU | undefined;
+// A module variable is not enough: a bundler drops a store that nothing reads (the compiled CLI then segfaulted
+// once the collector ran), so the instance hangs off globalThis, which no bundler can prove unused.
+const DAWN_INSTANCE = Symbol.for('qwen-webgpu.dawn-instance');
 
 /** One Dawn device per process (creating many is slow and leaks on some drivers). */
 export function getNodeGpu(): Promise<GpuContext> {
   cached ??= (async () => {
     chooseVulkanDriver();
-    const { create, globals } = await import('webgpu');
+    const { create, globals } = await importDawn();
     Object.assign(globalThis, globals);
     const gpu: GPU = create([]);
-    instance = gpu;
+    (globalThis as Record<symbol, unknown>)[DAWN_INSTANCE] = gpu;
     const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
     if (!adapter) {
       throw new Error(

@@ -1,20 +1,29 @@
-// ByteSource over a checkpoint folder on the local file system.
+// ByteSource over a checkpoint folder on the local file system. Files may be symlinks that point anywhere: the
+// Hugging Face cache is built of them (snapshots/<rev>/model.safetensors -> ../../blobs/<sha256>), and stat/open
+// follow them.
 
-import { open, stat } from 'node:fs/promises';
+import { lstat, open, readlink, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { FileNotFoundError, type ByteSource } from '../format/safetensors.ts';
 
+/**
+ * Names come from index files we do not control, so the *name* must stay inside the folder: relative, no `..`
+ * segment, no NUL. Where a symlink in the folder leads is the folder owner's choice, not the index file's.
+ */
 function resolveInside(dir: string, file: string): string {
-  const full = path.resolve(dir, file);
-  const rel = path.relative(dir, full);
-  // Names come from index files we do not control; never let one reach outside the checkpoint folder.
-  if (rel.startsWith('..') || path.isAbsolute(rel)) throw new Error(`${file}: refusing a path outside ${dir}`);
-  return full;
+  const segments = file.split(/[\\/]/);
+  if (file === '' || file.includes('\0') || path.isAbsolute(file) || /^[a-zA-Z]:/.test(file) || segments.includes('..')) {
+    throw new Error(`${JSON.stringify(file)}: refusing a file name outside ${dir} (absolute, or with a ".." segment)`);
+  }
+  return path.join(dir, file);
 }
 
-function rethrow(e: unknown, file: string, dir: string): never {
-  if ((e as NodeJS.ErrnoException)?.code === 'ENOENT') throw new FileNotFoundError(file, dir);
-  throw e;
+async function rethrow(e: unknown, file: string, full: string, dir: string): Promise<never> {
+  if ((e as NodeJS.ErrnoException)?.code !== 'ENOENT') throw e;
+  // A dangling link (a blob deleted from the HF cache) says where it pointed, not just "not found".
+  const link = await lstat(full).then((s) => (s.isSymbolicLink() ? readlink(full) : null), () => null);
+  if (link !== null) throw new Error(`${full}: symlink to ${link}, which does not exist`);
+  throw new FileNotFoundError(file, dir);
 }
 
 export function dirSource(dir: string): ByteSource {
@@ -22,19 +31,21 @@ export function dirSource(dir: string): ByteSource {
   return {
     describe: () => root,
     async size(file) {
-      const s = await stat(resolveInside(root, file)).catch((e) => rethrow(e, file, root));
-      if (!s.isFile()) throw new Error(`${file}: not a regular file in ${root}`);
+      const full = resolveInside(root, file);
+      const s = await stat(full).catch((e) => rethrow(e, file, full, root));
+      if (!s.isFile()) throw new Error(`${full}: not a regular file`);
       return s.size;
     },
     async read(file, offset, length) {
-      const fh = await open(resolveInside(root, file), 'r').catch((e) => rethrow(e, file, root));
+      const full = resolveInside(root, file);
+      const fh = await open(full, 'r').catch((e) => rethrow(e, file, full, root));
       try {
         const out = new Uint8Array(length);
         let done = 0;
         while (done < length) {
           const { bytesRead } = await fh.read(out, done, length - done, offset + done);
           if (bytesRead === 0) {
-            throw new Error(`${root}/${file}: wanted ${length} bytes at offset ${offset}, the file ends after ${done}`);
+            throw new Error(`${full}: wanted ${length} bytes at offset ${offset}, the file ends after ${done}`);
           }
           done += bytesRead;
         }

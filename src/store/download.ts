@@ -7,10 +7,16 @@ import { FormatError, FileNotFoundError, isNotFound, parseSafetensorsHeader, typ
 import type { ModelFile } from './hub.ts';
 import { httpSource, joinUrl } from './http-source.ts';
 import {
+  HttpError, IntegrityError, TransientError, checkStatus, fetchRange as fetchRangeOnce, parseContentRange, throwIfAborted,
+  watchedFetch, withRetries as retrying, type FetchPolicy, type Watched,
+} from './fetch-range.ts';
+import {
   ModelDeletedError, QuotaError, cacheStore, deleteChunk, freeBytes, getChunk, getFileRecord, getModelRecord, getFileRecords,
   listCachedModels, loadChunk, putChunk, putFileRecord, putModelRecord, readStoredRange, replaceChunk, resetFile,
   storedBytes, type CachedModel, type FileRecord, type HashState, type UseStore,
 } from './shard-cache.ts';
+
+export { HttpError, IntegrityError } from './fetch-range.ts';
 
 export interface DownloadProgress {
   file: string;
@@ -24,19 +30,13 @@ export interface DownloadProgress {
   etaSeconds: number;
 }
 
-export interface DownloadOptions {
+export interface DownloadOptions extends FetchPolicy {
   /** Bytes per stored chunk (default 64 MiB). A partly stored file keeps the chunk size it was started with. */
   chunkBytes?: number;
   onProgress?: (p: DownloadProgress) => void;
-  signal?: AbortSignal;
-  fetch?: typeof fetch;
-  /** Extra request headers, e.g. Authorization for gated repos. */
-  headers?: Record<string, string>;
   /** Further attempts after a network error, 5xx or 429 without progress (default 4). */
   retries?: number;
-  /** First backoff delay, doubled per attempt (default 500 ms). */
-  backoffMs?: number;
-  /** A request that delivers no byte for this long is dropped and resumed (default 30 s). */
+  /** A request that delivers no byte for this long is dropped and resumed (default 30 s; also the headers deadline unless headersTimeoutMs is set). */
   stallMs?: number;
   store?: UseStore;
 }
@@ -44,29 +44,7 @@ export interface DownloadOptions {
 /** A file to download: a name (size looked up with a HEAD request) or a listing entry. */
 export type FileSpec = string | { name: string; size?: number; sha256?: string };
 
-export class HttpError extends Error {
-  constructor(readonly url: string, readonly status: number, statusText: string, readonly retryAfterMs: number | null) {
-    super(`${url}: HTTP ${status} ${statusText}`.trim());
-    this.name = 'HttpError';
-  }
-  get retryable(): boolean {
-    return this.status >= 500 || this.status === 429 || this.status === 408;
-  }
-}
-
-/** Downloaded bytes that do not match what the server or the format promised. */
-export class IntegrityError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'IntegrityError';
-  }
-}
-
-/** Transient trouble worth another attempt (a cut connection, a stall, a file that changed under a resume). */
-class RetryableError extends Error {}
-
 const MiB = 1024 * 1024;
-const MAX_BACKOFF_MS = 60_000;
 const PROGRESS_INTERVAL_MS = 100;
 const RATE_WINDOW_MS = 5_000;
 
@@ -187,30 +165,8 @@ async function sha256Hex(bytes: Uint8Array): Promise<string> {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Small helpers: abort, sleep, locks, headers.
+// Small helpers: locks, headers.
 
-function abortReason(signal: AbortSignal): unknown {
-  return signal.reason ?? new DOMException('The download was aborted', 'AbortError');
-}
-
-function throwIfAborted(signal?: AbortSignal): void {
-  if (signal?.aborted) throw abortReason(signal);
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    throwIfAborted(signal);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(abortReason(signal!));
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}
 
 const localLocks = new Map<string, Promise<unknown>>();
 
@@ -234,12 +190,6 @@ function withModelLock<T>(modelId: string, signal: AbortSignal | undefined, fn: 
   return run;
 }
 
-interface ContentRange { start: number; end: number; total: number | null }
-
-function parseContentRange(v: string | null): ContentRange | null {
-  const m = v ? /^bytes\s+(\d+)-(\d+)\/(\d+|\*)\s*$/i.exec(v) : null;
-  return m ? { start: Number(m[1]), end: Number(m[2]), total: m[3] === '*' ? null : Number(m[3]) } : null;
-}
 
 /** The sha256 a hub LFS response announces: X-Linked-Etag (a quoted 64-hex string) or X-Linked-Sha256. */
 export function announcedSha256(headers: Headers): string | undefined {
@@ -255,14 +205,6 @@ function strongEtag(headers: Headers): string | undefined {
   return e && !e.startsWith('W/') ? e : undefined;
 }
 
-function retryAfterMs(headers: Headers): number | null {
-  const v = headers.get('retry-after');
-  if (!v) return null;
-  const secs = Number(v);
-  if (Number.isFinite(secs)) return secs * 1000;
-  const at = Date.parse(v);
-  return Number.isNaN(at) ? null : Math.max(0, at - Date.now());
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Progress: bytes stored or in flight, against the whole model; rate over a sliding window of network bytes.
@@ -327,12 +269,9 @@ interface Ctx {
   modelId: string;
   baseUrl: string;
   store: UseStore;
-  doFetch: typeof fetch;
-  headers: Record<string, string>;
+  /** fetch, headers, signal, retries, backoff and timeouts, as fetch-range.ts takes them. */
+  policy: FetchPolicy;
   signal?: AbortSignal;
-  retries: number;
-  backoffMs: number;
-  stallMs: number;
   chunkBytes: number;
   track: Tracker;
 }
@@ -340,19 +279,19 @@ interface Ctx {
 function context(modelId: string, baseUrl: string, opts: DownloadOptions, track: Tracker): Ctx {
   const chunkBytes = opts.chunkBytes ?? 64 * MiB;
   if (!Number.isSafeInteger(chunkBytes) || chunkBytes < 64) throw new RangeError(`chunkBytes must be an integer ≥ 64, got ${chunkBytes}`);
-  return {
-    modelId, baseUrl, store: opts.store ?? cacheStore(),
-    doFetch: opts.fetch ?? globalThis.fetch.bind(globalThis),
-    headers: opts.headers ?? {}, signal: opts.signal,
-    retries: opts.retries ?? 4, backoffMs: opts.backoffMs ?? 500, stallMs: opts.stallMs ?? 30_000,
-    chunkBytes, track,
+  const stallMs = opts.stallMs ?? 30_000;
+  const policy: FetchPolicy = {
+    fetch: opts.fetch, headers: opts.headers ?? {}, signal: opts.signal,
+    retries: opts.retries ?? 4, backoffMs: opts.backoffMs ?? 500, maxBackoffMs: opts.maxBackoffMs,
+    stallMs, headersTimeoutMs: opts.headersTimeoutMs ?? stallMs,
   };
+  return { modelId, baseUrl, store: opts.store ?? cacheStore(), policy, signal: opts.signal, chunkBytes, track };
 }
 
 function isRetryable(e: unknown, signal?: AbortSignal): boolean {
   if (signal?.aborted) return false;
   if (e instanceof HttpError) return e.retryable;
-  if (e instanceof RetryableError) return true;
+  if (e instanceof TransientError) return true;
   if (e instanceof IntegrityError || e instanceof QuotaError || e instanceof FormatError || isNotFound(e)) return false;
   if (e instanceof ModelDeletedError) return false;
   // fetch and stream reads reject with TypeError (or a DOMException) on network failures.
@@ -363,71 +302,15 @@ function isRetryable(e: unknown, signal?: AbortSignal): boolean {
  * Runs `attempt` until it succeeds, retrying transient failures with exponential backoff. `progressed` says
  * whether the failed attempt stored something; a download that keeps moving is never given up on.
  */
-async function withRetries<T>(ctx: Ctx, what: string, attempt: () => Promise<T>, progressed: () => Promise<boolean> = async () => false): Promise<T> {
-  for (let failures = 0; ; failures++) {
-    throwIfAborted(ctx.signal);
-    try {
-      return await attempt();
-    } catch (e) {
-      if (ctx.signal?.aborted) throw abortReason(ctx.signal);
-      if (!isRetryable(e, ctx.signal)) throw e;
-      if (await progressed()) failures = 0;
-      if (failures >= ctx.retries) {
-        throw new Error(`${what}: gave up after ${failures + 1} attempts: ${(e as Error).message}`, { cause: e });
-      }
-      const wait = Math.min(MAX_BACKOFF_MS, Math.max(ctx.backoffMs * 2 ** failures, (e as HttpError).retryAfterMs ?? 0));
-      await sleep(wait, ctx.signal);
-    }
-  }
+function withRetries<T>(ctx: Ctx, what: string, attempt: () => Promise<T>, progressed?: () => Promise<boolean>): Promise<T> {
+  return retrying(what, attempt, { ...ctx.policy, isRetryable: (e) => isRetryable(e, ctx.signal), progressed });
 }
 
-interface Watched {
-  response: Promise<Response>;
-  /** Data arrived: restart the watchdog. */
-  touch(): void;
-  /** Local work (an IndexedDB write) is not the network stalling: stop the watchdog until the next touch. */
-  pause(): void;
-  done(): void;
-  wrap(e: unknown): unknown;
+/** A request of this download under the headers deadline and the stall watchdog. */
+function watched(ctx: Ctx, url: string, headers: Record<string, string>): Watched {
+  return watchedFetch(url, { headers, cache: 'no-store' }, ctx.policy);
 }
 
-/**
- * A fetch with a stall watchdog: after stallMs without data the request is aborted and reported as retryable.
- */
-function watchedFetch(ctx: Ctx, url: string, headers: Record<string, string>): Watched {
-  const ac = new AbortController();
-  let stalled = false;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const touch = () => {
-    clearTimeout(timer);
-    timer = setTimeout(() => {
-      stalled = true;
-      ac.abort(new RetryableError(`${url}: no data for ${ctx.stallMs} ms`));
-    }, ctx.stallMs);
-  };
-  const onAbort = () => ac.abort(abortReason(ctx.signal!));
-  ctx.signal?.addEventListener('abort', onAbort, { once: true });
-  const done = () => {
-    clearTimeout(timer);
-    ctx.signal?.removeEventListener('abort', onAbort);
-  };
-  /** Stalls surface as whatever the platform throws on abort; give them a retryable face. */
-  const wrap = (e: unknown): unknown => (stalled ? new RetryableError(`${url}: no data for ${ctx.stallMs} ms`) : e);
-  touch();
-  const response = ctx.doFetch(url, { headers: { ...ctx.headers, ...headers }, signal: ac.signal, cache: 'no-store' })
-    .catch((e) => {
-      done();
-      throw wrap(e);
-    });
-  return { response, touch, pause: () => clearTimeout(timer), done, wrap };
-}
-
-async function checkStatus(ctx: Ctx, file: string, url: string, res: Response): Promise<void> {
-  if (res.ok) return;
-  await res.body?.cancel().catch(() => undefined);
-  if (res.status === 404 || res.status === 410) throw new FileNotFoundError(file, ctx.baseUrl);
-  throw new HttpError(url, res.status, res.statusText, retryAfterMs(res.headers));
-}
 
 function freshRecord(ctx: Ctx, file: string, size: number, sha256?: string): FileRecord {
   return {
@@ -497,7 +380,7 @@ async function reconcile(ctx: Ctx, rec: FileRecord, res: Response, url: string, 
       if (res.status !== 206) return adopt(fresh, res, total, sha, etag);
       // The stored part belongs to an older version of the file; fetch the new one from the start.
       await res.body?.cancel().catch(() => undefined);
-      throw new RetryableError(`${url}: the file changed on the server during the download; starting it again`);
+      throw new TransientError(`${url}: the file changed on the server during the download; starting it again`);
     }
   }
   return adopt(rec, res, total, sha, etag, start);
@@ -519,10 +402,10 @@ async function fetchRest(ctx: Ctx, recIn: FileRecord): Promise<FileRecord> {
   const start = recIn.chunks * recIn.chunkBytes;
   if (recIn.size >= 0 && start >= recIn.size) return recIn;
   const url = joinUrl(ctx.baseUrl, recIn.file);
-  const w = watchedFetch(ctx, url, start > 0 ? { Range: `bytes=${start}-` } : {});
+  const w = watched(ctx, url, start > 0 ? { Range: `bytes=${start}-` } : {});
   try {
     const res = await w.response;
-    await checkStatus(ctx, recIn.file, url, res);
+    await checkStatus(res, url, () => new FileNotFoundError(recIn.file, ctx.baseUrl));
     const opened = await reconcile(ctx, recIn, res, url, start);
     // The response's length is the truth; the listing's size only planned the totals.
     if (recIn.size >= 0 && opened.rec.size >= 0) ctx.track.bytesTotal += opened.rec.size - recIn.size;
@@ -535,7 +418,7 @@ async function fetchRest(ctx: Ctx, recIn: FileRecord): Promise<FileRecord> {
 
 async function streamChunks(ctx: Ctx, { rec: recIn, res, offset: start }: Opened, url: string, w: Watched): Promise<FileRecord> {
   let rec = recIn;
-  if (!res.body) throw new RetryableError(`${url}: response has no body`);
+  if (!res.body) throw new TransientError(`${url}: response has no body`);
   const reader = res.body.getReader();
   const hasher = rec.hashState ? Sha256.restore(rec.hashState) : null;
   let offset = start;
@@ -572,7 +455,7 @@ async function streamChunks(ctx: Ctx, { rec: recIn, res, offset: start }: Opened
     if (fill > 0) rec = await storeChunk(ctx, { ...rec, size: offset }, buf.slice(0, fill), hasher);
     return { ...rec, size: offset };
   }
-  if (offset < rec.size) throw new RetryableError(`${url}: connection closed at byte ${offset} of ${rec.size}`);
+  if (offset < rec.size) throw new TransientError(`${url}: connection closed at byte ${offset} of ${rec.size}`);
   return rec;
 }
 
@@ -648,7 +531,8 @@ async function downloadFile(ctx: Ctx, spec: { name: string; size: number; sha256
 
 /** Fills in sizes the caller did not give, with HEAD requests (retried like downloads). */
 async function sizedFiles(ctx: Ctx, files: readonly FileSpec[]): Promise<ModelFile[]> {
-  const head = httpSource(ctx.baseUrl, { fetch: ctx.doFetch, headers: ctx.headers });
+  // Retried here, around the whole probe, like the downloads themselves.
+  const head = httpSource(ctx.baseUrl, { ...ctx.policy, retries: 0 });
   return Promise.all(files.map(async (f) => {
     const spec = typeof f === 'string' ? { name: f } : f;
     if (spec.size !== undefined) return { name: spec.name, size: spec.size, sha256: spec.sha256?.toLowerCase() };
@@ -731,44 +615,10 @@ export interface VerifyResult {
 }
 
 /** Fetches bytes [from, to) of a file; a server that ignores Range is read up to `to` and cut off. */
-async function fetchRange(ctx: Ctx, file: string, from: number, to: number): Promise<Uint8Array> {
-  const url = joinUrl(ctx.baseUrl, file);
-  const w = watchedFetch(ctx, url, { Range: `bytes=${from}-${to - 1}` });
-  try {
-    const res = await w.response;
-    await checkStatus(ctx, file, url, res);
-    if (res.status === 206) {
-      const cr = parseContentRange(res.headers.get('content-range'));
-      if (!cr || cr.start !== from || cr.end !== to - 1) {
-        await res.body?.cancel().catch(() => undefined);
-        throw new IntegrityError(`${url}: asked for bytes ${from}-${to - 1}, server answered Content-Range ${JSON.stringify(res.headers.get('content-range'))}`);
-      }
-    }
-    const out = new Uint8Array(to - from);
-    let at = res.status === 206 ? from : 0; // file offset of the next byte to arrive
-    let got = 0;
-    const reader = res.body!.getReader();
-    try {
-      while (got < out.byteLength) {
-        const { done, value } = await reader.read().catch((e) => { throw w.wrap(e); });
-        if (done) break;
-        w.touch();
-        const a = Math.max(at, from + got);
-        const b = Math.min(at + value.byteLength, to);
-        if (b > a) {
-          out.set(value.subarray(a - at, b - at), a - from);
-          got = b - from;
-        }
-        at += value.byteLength;
-      }
-    } finally {
-      await reader.cancel().catch(() => undefined);
-    }
-    if (got < out.byteLength) throw new RetryableError(`${url}: connection closed after ${got} of ${out.byteLength} bytes`);
-    return out;
-  } finally {
-    w.done();
-  }
+function fetchRange(ctx: Ctx, rec: FileRecord, from: number, to: number): Promise<Uint8Array> {
+  return fetchRangeOnce(joinUrl(ctx.baseUrl, rec.file), from, to, {
+    ...ctx.policy, notFound: () => new FileNotFoundError(rec.file, ctx.baseUrl), total: rec.size >= 0 ? rec.size : undefined,
+  });
 }
 
 /** A verified-bad chunk that could not be re-fetched: the file is cut back to it so a download resumes there. */
@@ -785,7 +635,7 @@ async function verifyChunk(ctx: Ctx, rec: FileRecord, k: number): Promise<boolea
   await deleteChunk(ctx.modelId, rec.file, k, ctx.store);
   try {
     const from = k * rec.chunkBytes;
-    const fresh = await withRetries(ctx, `${ctx.modelId}/${rec.file} chunk ${k}`, () => fetchRange(ctx, rec.file, from, from + chunkLength(rec, k)));
+    const fresh = await withRetries(ctx, `${ctx.modelId}/${rec.file} chunk ${k}`, () => fetchRange(ctx, rec, from, from + chunkLength(rec, k)));
     if ((await sha256Hex(fresh)) !== rec.chunkSha256[k]) {
       throw new IntegrityError(`${ctx.modelId}/${rec.file}: re-fetched chunk ${k} does not match the hash recorded at download (the file changed on the server?); delete the model and download it again`);
     }

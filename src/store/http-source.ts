@@ -1,11 +1,16 @@
 // ByteSource over HTTP(S) with Range requests; runs unchanged in Node 20 and browsers. Servers that ignore
-// Range get one full download per file, kept in memory and sliced for later reads.
+// Range get one full download per file, kept in memory and sliced for later reads. Requests go through
+// fetch-range.ts: timeouts, a stall watchdog, retries, Content-Range checked, errors naming URL, range and cause.
 
 import { FileNotFoundError, type ByteSource } from '../format/safetensors.ts';
+import {
+  HttpError, IntegrityError, checkContentRange, checkStatus, parseContentRange, readAll, readSpan, watchedFetch, withRetries,
+  type FetchPolicy, type Watched,
+} from './fetch-range.ts';
 
-export interface HttpSourceOptions {
-  fetch?: typeof fetch;
-  headers?: Record<string, string>;
+export interface HttpSourceOptions extends FetchPolicy {
+  /** Called with the length of each body chunk as it arrives (download progress). */
+  onBytes?: (n: number) => void;
 }
 
 /** URL of a checkpoint file under a base URL; each path segment is percent-encoded. */
@@ -13,54 +18,77 @@ export function joinUrl(base: string, file: string): string {
   return (base.endsWith('/') ? base : `${base}/`) + file.split('/').map(encodeURIComponent).join('/');
 }
 
-/** Total length from a "bytes a-b/total" Content-Range header, or null. */
-function totalFromContentRange(v: string | null): number | null {
-  const m = v ? /\/(\d+)\s*$/.exec(v) : null;
-  return m ? Number(m[1]) : null;
-}
+const isLength = (v: string | null | undefined): v is string => typeof v === 'string' && /^\d+$/.test(v.trim());
 
 export function httpSource(baseUrl: string, opts: HttpSourceOptions = {}): ByteSource {
-  const doFetch = opts.fetch ?? globalThis.fetch.bind(globalThis);
+  // A malformed base URL would otherwise fail every request as a "network error" and be retried.
+  try {
+    new URL(baseUrl);
+  } catch {
+    throw new Error(`${JSON.stringify(baseUrl)} is not a valid URL`);
+  }
   const whole = new Map<string, Promise<Uint8Array>>();
   const sizes = new Map<string, Promise<number>>();
+  /** Sizes already learnt; a later 206 from a file of another size means the file changed under us. */
+  const known = new Map<string, number>();
+  const notFound = (file: string) => () => new FileNotFoundError(file, baseUrl);
 
-  async function request(file: string, init: RequestInit): Promise<Response> {
-    const url = joinUrl(baseUrl, file);
-    const res = await doFetch(url, { ...init, headers: { ...opts.headers, ...(init.headers as Record<string, string>) } });
-    if (res.status === 404 || res.status === 410) {
-      await res.body?.cancel();
-      throw new FileNotFoundError(file, baseUrl);
-    }
-    if (!res.ok) {
-      await res.body?.cancel();
-      throw new Error(`${url}: HTTP ${res.status} ${res.statusText}`);
-    }
-    return res;
-  }
-
-  function keepWhole(file: string, res: Response): Promise<Uint8Array> {
-    const p = res.arrayBuffer().then((b) => new Uint8Array(b));
+  function keepWhole(file: string, res: Response, w: Watched, label: string): Promise<Uint8Array> {
+    const p = readAll(res, w, label, opts.onBytes);
     whole.set(file, p);
-    p.catch(() => whole.delete(file));
+    p.then((b) => known.set(file, b.byteLength), () => whole.delete(file));
     return p;
   }
 
+  /** Response headers of a HEAD, or null where the server refuses HEAD (the ranged GET still works). */
+  function head(file: string): Promise<Headers | null> {
+    const url = joinUrl(baseUrl, file);
+    const label = `${url} (HEAD)`;
+    return withRetries(null, async () => {
+      const w = watchedFetch(url, { method: 'HEAD' }, opts, label);
+      try {
+        const res = await w.response;
+        await res.body?.cancel().catch(() => undefined);
+        if (res.ok) return res.headers;
+        if (res.status === 404 || res.status === 410) throw notFound(file)();
+        const err = new HttpError(label, res.status, res.statusText, null);
+        if (err.retryable) throw err;
+        return null;
+      } finally {
+        w.done();
+      }
+    }, opts);
+  }
+
   async function fetchSize(file: string): Promise<number> {
-    const head = await request(file, { method: 'HEAD' }).catch((e) => {
-      if ((e as { notFound?: boolean }).notFound) throw e;
-      return null; // some servers refuse HEAD; the ranged GET below still works
-    });
-    const len = head?.headers.get('content-length');
+    const h = await head(file);
+    const len = h?.get('content-length');
     // A compressed response's Content-Length is not the file size.
-    if (head && len !== null && len !== undefined && !head.headers.get('content-encoding')) return Number(len);
-    const res = await request(file, { headers: { Range: 'bytes=0-0' } });
-    if (res.status === 206) {
-      const total = totalFromContentRange(res.headers.get('content-range'));
-      await res.body?.cancel();
-      if (total !== null) return total;
-      throw new Error(`${joinUrl(baseUrl, file)}: 206 response without a usable Content-Range header`);
+    if (h && isLength(len) && !h.get('content-encoding')) return Number(len);
+    const url = joinUrl(baseUrl, file);
+    const label = `${url} (bytes 0-0)`;
+    return withRetries(null, async () => {
+      const w = watchedFetch(url, { headers: { Range: 'bytes=0-0' } }, opts, label);
+      try {
+        const res = await w.response;
+        await checkStatus(res, label, notFound(file));
+        if (res.status !== 206) return (await (whole.get(file) ?? keepWhole(file, res, w, label))).byteLength;
+        const raw = res.headers.get('content-range');
+        const cr = parseContentRange(raw);
+        await res.body?.cancel().catch(() => undefined);
+        if (cr && cr.start === 0 && cr.total !== null) return cr.total;
+        throw new IntegrityError(`${label}: 206 response without a usable Content-Range header (${JSON.stringify(raw)})`);
+      } finally {
+        w.done();
+      }
+    }, opts);
+  }
+
+  function slice(bytes: Uint8Array, label: string, offset: number, length: number): Uint8Array {
+    if (offset + length > bytes.byteLength) {
+      throw new Error(`${label}: wanted ${length} bytes at offset ${offset}, the file has ${bytes.byteLength}`);
     }
-    return (await keepWhole(file, res)).byteLength;
+    return bytes.subarray(offset, offset + length);
   }
 
   return {
@@ -70,31 +98,33 @@ export function httpSource(baseUrl: string, opts: HttpSourceOptions = {}): ByteS
       if (!p) {
         p = whole.has(file) ? whole.get(file)!.then((b) => b.byteLength) : fetchSize(file);
         sizes.set(file, p);
-        p.catch(() => sizes.delete(file));
+        p.then((n) => known.set(file, n), () => sizes.delete(file));
       }
       return p;
     },
     async read(file, offset, length) {
       if (length === 0) return new Uint8Array(0);
-      const cached = whole.get(file);
-      let bytes: Uint8Array;
-      if (cached) {
-        bytes = (await cached).subarray(offset, offset + length);
-      } else {
-        const res = await request(file, { headers: { Range: `bytes=${offset}-${offset + length - 1}` } });
-        if (res.status === 206) {
-          bytes = new Uint8Array(await res.arrayBuffer());
-        } else {
+      const url = joinUrl(baseUrl, file);
+      const label = `${url} (bytes ${offset}-${offset + length - 1})`;
+      return withRetries(null, async () => {
+        const cached = whole.get(file);
+        if (cached) return slice(await cached, label, offset, length);
+        const w = watchedFetch(url, { headers: { Range: `bytes=${offset}-${offset + length - 1}` } }, opts, label);
+        try {
+          const res = await w.response;
+          await checkStatus(res, label, notFound(file));
+          if (res.status === 206) {
+            await checkContentRange(res, url, offset, offset + length, known.get(file));
+            return await readSpan(res, w, label, offset, offset, offset + length, opts.onBytes);
+          }
           // A concurrent read may already be holding the whole file; do not keep two copies.
           const other = whole.get(file);
-          if (other) await res.body?.cancel();
-          bytes = (await (other ?? keepWhole(file, res))).subarray(offset, offset + length);
+          if (other) await res.body?.cancel().catch(() => undefined);
+          return slice(await (other ?? keepWhole(file, res, w, label)), label, offset, length);
+        } finally {
+          w.done();
         }
-      }
-      if (bytes.byteLength !== length) {
-        throw new Error(`${joinUrl(baseUrl, file)}: wanted ${length} bytes at offset ${offset}, got ${bytes.byteLength}`);
-      }
-      return bytes;
+      }, opts);
     },
   };
 }

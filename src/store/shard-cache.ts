@@ -44,16 +44,8 @@ export interface FileRecord {
   complete: boolean;
 }
 
-export interface CachedModel {
-  modelId: string;
-  baseUrl: string;
-  files: string[];
-  /** Bytes stored so far. */
-  bytes: number;
-  /** Bytes of the whole model. */
-  totalBytes: number;
-  complete: boolean;
-}
+export type { CachedModel } from '../api.ts';
+import type { CachedModel } from '../api.ts';
 
 /** Not enough storage for the model; what is already stored stays, so a later call resumes. */
 export class QuotaError extends Error {

@@ -4,9 +4,10 @@
 //   for await (const chunk of await engine.chat.completions.create({ messages, stream: true })) { ... }
 import * as Comlink from 'comlink';
 import bundledWorkerUrl from './worker.ts?worker&url';
-import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest } from '../engine/chat.ts';
-import type { CachedModel } from '../store/shard-cache.ts';
-import type { Capabilities, LoadedModel, LoadOptions, LoadProgress, WorkerApi } from './protocol.ts';
+import type {
+  CachedModel, Capabilities, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, LoadedModel, LoadOptions, LoadProgress,
+} from '../api.ts';
+import type { WorkerApi } from './protocol.ts';
 
 export type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Capabilities, LoadedModel, LoadOptions, LoadProgress, CachedModel };
 

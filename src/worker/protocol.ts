@@ -1,41 +1,9 @@
 // What the worker exposes over Comlink; shared by src/worker/worker.ts and src/worker/client.ts.
-import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest } from '../engine/chat.ts';
-import type { ModelConfig } from '../format/config.ts';
-import type { CachedModel } from '../store/shard-cache.ts';
+import type {
+  CachedModel, Capabilities, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, LoadedModel, LoadOptions, LoadProgress,
+} from '../api.ts';
 
-export interface LoadOptions {
-  contextLength?: number;
-  /** Hub host for repo ids (default https://huggingface.co). */
-  host?: string;
-  /** Hub revision (default main). */
-  revision?: string;
-  /** Display name for local files. */
-  name?: string;
-  /** Bytes per IndexedDB chunk of a download (default 64 MiB). */
-  chunkBytes?: number;
-}
-
-export interface LoadProgress {
-  phase: 'download' | 'upload';
-  file: string;
-  bytesDone: number;
-  bytesTotal: number;
-  fileBytesDone?: number;
-  fileBytesTotal?: number;
-  bytesPerSecond?: number;
-  etaSeconds?: number;
-}
-
-export interface Capabilities {
-  adapter: string;
-  shaderF16: boolean;
-  subgroups: boolean;
-  timestampQuery: boolean;
-  maxStorageBufferBindingSize: number;
-  maxBufferSize: number;
-}
-
-export interface LoadedModel { modelId: string; contextLength: number; config: ModelConfig }
+export type { Capabilities, LoadedModel, LoadOptions, LoadProgress } from '../api.ts';
 
 export interface WorkerApi {
   /** Start-up handshake: answers once the worker's module has loaded. */
