@@ -8,11 +8,11 @@ import { createServer, type IncomingMessage, type ServerResponse, type Server } 
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { extname, join, normalize, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { CONTENT_TYPES as TYPES, launchChromium, requestedRange } from './browser.ts';
 
 const root = resolve(fileURLToPath(new URL('..', import.meta.url)));
 const shots = join(root, 'test-output/screenshots');
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 
 // Where each part of the build lives on the test site: nothing at the root.
 const LIB = '/vendor/qwen-webgpu/';       // dist/ as a site would vendor it (or a CDN folder)
@@ -23,9 +23,6 @@ const PAGES: Record<string, [type: string, body: string]> = {
   '/site/blank.html': ['text/html', '<!doctype html><meta charset="utf-8"><title>host page</title><body></body>'],
   // Loads fine and never answers: stands in for a worker stuck at start-up.
   '/site/silent-worker.js': ['text/javascript', 'self.onmessage = () => {};'],
-};
-const TYPES: Record<string, string> = {
-  '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.json': 'application/json', '.jinja': 'text/plain',
 };
 
 interface Hooks {
@@ -51,10 +48,9 @@ function serve(req: IncomingMessage, res: ServerResponse): void {
   if (!existsSync(file)) return reply(404, {}, 'not found');
   const data = readFileSync(file);
   const headers = { 'Content-Type': TYPES[extname(file)] ?? 'application/octet-stream', 'Accept-Ranges': 'bytes', 'Cache-Control': 'no-store' };
-  const m = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
-  if (m) {
-    const start = Number(m[1]);
-    const end = m[2] ? Math.min(Number(m[2]), data.length - 1) : data.length - 1;
+  const r = requestedRange(req.headers.range, data.length);
+  if (r) {
+    const { start, end } = r;
     return reply(206, { ...headers, 'Content-Range': `bytes ${start}-${end}/${data.length}`, 'Content-Length': end - start + 1 }, data.subarray(start, end + 1));
   }
   reply(200, { ...headers, 'Content-Length': data.length }, data);
@@ -77,11 +73,7 @@ before(async () => {
   cdnServer = createServer((req, res) => { res.setHeader('Access-Control-Allow-Origin', '*'); serve(req, res); });
   await new Promise<void>((ok) => cdnServer.listen(0, '127.0.0.1', ok));
   cdn = `http://localhost:${(cdnServer.address() as { port: number }).port}`;
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--enable-unsafe-webgpu', '--no-sandbox', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--no-first-run', '--use-webgpu-adapter=swiftshader'],
-  });
+  browser = await launchChromium();
   context = await browser.newContext({ viewport: { width: 1000, height: 800 } });
 });
 
@@ -138,7 +130,7 @@ test('library served from a sub-path: createEngine(), load() and a reply; the wo
     assert.equal(r.finish, 'length');
     const worker = hooks.log.find((l) => /worker-[\w-]+\.js$/.test(l.path));
     assert.ok(worker?.path.startsWith(`${LIB}assets/`), `worker fetched from ${worker?.path}`);
-    assert.deepEqual(hooks.log.filter((l) => l.status === 404 && !/\.(json|jinja)$/.test(l.path)), [],
+    assert.deepEqual(hooks.log.filter((l) => l.status === 404 && (l.path.startsWith(LIB) || l.path.startsWith(APP)) && !/\.(json|jinja)$/.test(l.path)), [],
       'no library or weight request missed (optional model files may 404)');
   } finally {
     await page.close();

@@ -8,17 +8,14 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { extname, join, normalize, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { CONTENT_TYPES as TYPES, launchChromium, requestedRange } from './browser.ts';
 
 const root = resolve(fileURLToPath(new URL('..', import.meta.url)));
 const site = join(root, 'dist/demo');
 const shots = join(root, 'test-output/screenshots');
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const MODEL_FILE = '/models/qwen-webgpu-tiny/model.safetensors';
 
-const TYPES: Record<string, string> = {
-  '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.json': 'application/json', '.jinja': 'text/plain',
-};
 
 interface Hooks {
   log: { path: string; range?: string }[];
@@ -36,10 +33,9 @@ function handle(req: IncomingMessage, res: import('node:http').ServerResponse): 
   if (!existsSync(file)) { res.writeHead(404).end('not found'); return; }
   const data = readFileSync(file);
   const headers = { 'Content-Type': TYPES[extname(file)] ?? 'application/octet-stream', 'Accept-Ranges': 'bytes', 'Cache-Control': 'no-store' };
-  const m = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
-  if (m) {
-    const start = Number(m[1]);
-    const end = m[2] ? Math.min(Number(m[2]), data.length - 1) : data.length - 1;
+  const r = requestedRange(req.headers.range, data.length);
+  if (r) {
+    const { start, end } = r;
     res.writeHead(206, { ...headers, 'Content-Range': `bytes ${start}-${end}/${data.length}`, 'Content-Length': end - start + 1 });
     res.end(req.method === 'HEAD' ? undefined : data.subarray(start, end + 1));
     return;
@@ -67,11 +63,7 @@ before(async () => {
   server = createServer(handle);
   await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
   origin = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--enable-unsafe-webgpu', '--no-sandbox', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--no-first-run', '--use-webgpu-adapter=swiftshader'],
-  });
+  browser = await launchChromium();
   context = await browser.newContext({ viewport: { width: 1200, height: 900 } });
 });
 

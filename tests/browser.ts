@@ -1,0 +1,24 @@
+// Shared by the browser tests: Debian Chromium with SwiftShader WebGPU, and what their static servers need.
+import { chromium, type Browser } from 'playwright-core';
+
+export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+
+/** Headless Chromium with WebGPU on SwiftShader; the networking flags keep it off this machine's closed network. */
+export function launchChromium(): Promise<Browser> {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--enable-unsafe-webgpu', '--no-sandbox', '--disable-background-networking', '--disable-component-update',
+      '--disable-sync', '--no-first-run', '--use-webgpu-adapter=swiftshader'],
+  });
+}
+
+export const CONTENT_TYPES: Record<string, string> = {
+  '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.json': 'application/json', '.jinja': 'text/plain',
+};
+
+/** The byte range a `Range: bytes=a-b` header asks of a file of `size` bytes, or null for a whole-file request. */
+export function requestedRange(range: string | undefined, size: number): { start: number; end: number } | null {
+  const m = /^bytes=(\d+)-(\d*)$/.exec(range ?? '');
+  if (!m) return null;
+  return { start: Number(m[1]), end: m[2] ? Math.min(Number(m[2]), size - 1) : size - 1 };
+}
