@@ -209,7 +209,13 @@ test('demo: a download cut off mid-shard resumes from the last stored chunk', { 
   const resumed = gets.find((r) => r.range?.startsWith('bytes=') && r.range !== 'bytes=0-0');
   assert.ok(resumed, `expected a ranged request after the cut, saw ${JSON.stringify(gets)}`);
   const from = Number(/bytes=(\d+)-/.exec(resumed!.range!)![1]);
-  assert.equal(from, 3 * chunk, 'resumes at the end of the last complete chunk');
+  // The server hands 3 chunks + 1234 bytes to the kernel, then drops the connection; on a loaded machine Chromium
+  // has been seen to surface the reset before the third chunk's last bytes (resuming at 2 chunks). What must hold:
+  // the resume starts at a chunk boundary after the stored chunks, never from zero and never past what was sent.
+  assert.ok(from > 0 && from % chunk === 0 && from <= 3 * chunk, `resumes at the end of a stored chunk, got ${from}`);
+  const stored = await page.evaluate(() => (window as unknown as { qwenEngine: { cache: { list(): Promise<{ complete: boolean }[]> } } })
+    .qwenEngine.cache.list());
+  assert.ok(stored.every((m) => m.complete), 'the resumed download completed');
   await clearCache(page);
   } finally {
     await page.close();

@@ -68,16 +68,16 @@ export class WorkerStartError extends Error {
   override name = 'WorkerStartError';
 }
 
-function spawnWorker(opts: CreateEngineOptions): { worker: Worker; url: string } {
+function spawnWorker(opts: CreateEngineOptions): { worker: Worker; url: string; shim?: string } {
   if (opts.worker) return { worker: opts.worker, url: 'the worker passed to createEngine()' };
   // Vite bundles the worker as its own file and gives its URL, relative to this module in the built library.
   const url = new URL(opts.workerUrl ?? bundledWorkerUrl, location.href);
   // Browsers refuse a worker script from another origin (a CDN); a same-origin blob that imports it works as long
   // as the CDN sends CORS headers, which module scripts need anyway.
-  const script = url.origin === location.origin
-    ? url.href
+  const shim = url.origin === location.origin
+    ? undefined
     : URL.createObjectURL(new Blob([`import ${JSON.stringify(url.href)};`], { type: 'text/javascript' }));
-  return { worker: new Worker(script, { type: 'module', name: 'qwen-webgpu' }), url: url.href };
+  return { worker: new Worker(shim ?? url.href, { type: 'module', name: 'qwen-webgpu' }), url: url.href, shim };
 }
 
 /** Why a worker script did not load: a HEAD request tells a 404 from a script error (best effort, 3 s). */
@@ -98,7 +98,7 @@ const HINT = 'When you serve the library yourself, keep dist/assets/ beside dist
   'or pass createEngine({ workerUrl }).';
 
 export async function createEngine(opts: CreateEngineOptions = {}): Promise<QwenEngine> {
-  const { worker, url } = spawnWorker(opts);
+  const { worker, url, shim } = spawnWorker(opts);
   const remote = Comlink.wrap<WorkerApi>(worker);
   const errorHandlers: ((m: string) => void)[] = [];
   let started = false;
@@ -135,6 +135,8 @@ export async function createEngine(opts: CreateEngineOptions = {}): Promise<Qwen
     throw e;
   } finally {
     clearTimeout(timer);
+    // The shim has been fetched once the worker answered or failed.
+    if (shim) URL.revokeObjectURL(shim);
   }
   started = true;
 
