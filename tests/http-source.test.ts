@@ -110,6 +110,13 @@ test('connection accepted, never answered: headers timeout names URL and seconds
   assert.equal(s.log.length, 2);
 });
 
+test('a silent server gets one retry however many are allowed: a timeout already cost a whole deadline', async () => {
+  const s = await serve(() => { /* never respond */ });
+  await assert.rejects(httpSource(s.base, { ...FAST, headersTimeoutMs: 150, retries: 4 }).read('f.bin', 0, 16),
+    /no response within 0\.15 s \(gave up after 2 attempts\)/);
+  assert.equal(s.log.length, 2, 'two requests, not five');
+});
+
 test('503 twice, then success: retried with backoff, right bytes', async () => {
   const s = await serve((req, res, n) => {
     if (n < 2) return void res.writeHead(503, 'Service Unavailable').end('busy');
