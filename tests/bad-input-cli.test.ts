@@ -71,6 +71,8 @@ function assertUsage(r: Run, message: RegExp, what: string): void {
 test('malformed arguments: exit 2 with a one-line message naming the flag', async () => {
   const m = () => ['--model', tiny];
   const cases: [string[], RegExp][] = [
+    [['inspect', '--model', 'ftp://127.0.0.1/x'], /--model: "ftp:\/\/127\.0\.0\.1\/x" is a ftp: URL; give a checkpoint folder or an http\(s\) base URL/],
+    [['inspect', '--model', join(tiny, 'config.json')], /--model: ".*config\.json" is a file; give the checkpoint folder/],
     [['logits', ...m(), '--ids', '1,,2'], /--ids: empty entry at position 2 of "1,,2"/],
     [['logits', ...m(), '--ids', '1,2,'], /--ids: empty entry at position 3 of "1,2,"/],
     [['logits', ...m(), '--ids', '1e3'], /--ids: "1e3" is not a token id: decimal integers only/],
@@ -155,12 +157,14 @@ test('runtime errors: exit 1, "qwen-webgpu: <message>" naming the file or URL, n
       ['inspect', '--model', broken],
       ['inspect', '--model', url, '--debug'],
     ]);
-    for (const r of [missing, denied, cut]) {
+    // A --model that is not a folder is a usage error, told before anything is read.
+    assert.equal(missing.code, 2);
+    assert.equal(missing.stderr, `qwen-webgpu: --model: "${join(tmp, 'no-such-dir')}" does not exist; give a checkpoint folder or an http(s) base URL (see qwen-webgpu --help)\n`);
+    for (const r of [denied, cut]) {
       assert.equal(r.code, 1, r.stderr);
       assert.equal(r.stderr.trimEnd().split('\n').length, 1, r.stderr);
       assert.doesNotMatch(r.stderr, /^\s+at /m, 'no stack trace');
     }
-    assert.equal(missing.stderr, `qwen-webgpu: config.json: not found in ${join(tmp, 'no-such-dir')}\n`);
     assert.equal(denied.stderr, `qwen-webgpu: ${url}/config.json (bytes 0-0): HTTP 403 Forbidden\n`);
     assert.match(cut.stderr, /^qwen-webgpu: .*model\.safetensors/);
     assert.equal(debug.code, 1);

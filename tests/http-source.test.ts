@@ -117,6 +117,16 @@ test('a silent server gets one retry however many are allowed: a timeout already
   assert.equal(s.log.length, 2, 'two requests, not five');
 });
 
+test('an HTML page answering 200 for a checkpoint file: refused naming the URL and the content type, not retried', async () => {
+  const s = await serve((req, res) => {
+    res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' }).end('<!doctype html><title>Sign in</title>');
+  });
+  await assert.rejects(httpSource(s.base, { ...FAST, retries: 3 }).read('model.safetensors', 0, 8),
+    (e: Error) => e.message.startsWith(`${s.url.replace('f.bin', 'model.safetensors')}`) &&
+      /answered with an HTML page \(Content-Type text\/html; charset=utf-8\), not the file/.test(e.message));
+  assert.equal(s.log.length, 1, 'not retried');
+});
+
 test('503 twice, then success: retried with backoff, right bytes', async () => {
   const s = await serve((req, res, n) => {
     if (n < 2) return void res.writeHead(503, 'Service Unavailable').end('busy');

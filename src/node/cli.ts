@@ -1,5 +1,6 @@
 // `qwen-webgpu` command line: inspect a checkpoint, print logits, generate greedily — on Dawn (WebGPU in Node).
 // Arguments are checked before anything is loaded, and against the model's config.json before any weight is read.
+import { statSync } from 'node:fs';
 import './shaders-node.ts';
 import { getNodeGpu } from './dawn.ts';
 import { dirSource } from './fs-source.ts';
@@ -233,7 +234,22 @@ function progressReporter(enabled: boolean): Progress {
 // Commands.
 
 function sourceFor(model: string, progress: Progress): ByteSource {
-  if (!/^https?:\/\//i.test(model)) return dirSource(model);
+  if (!/^https?:\/\//i.test(model)) {
+    const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(model)?.[1];
+    if (scheme) throw new UsageError(`--model: "${model}" is a ${scheme}: URL; give a checkpoint folder or an http(s) base URL`);
+    // Follows symlinks (a Hugging Face cache snapshot is a folder of them).
+    let kind;
+    try {
+      kind = statSync(model);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new UsageError(code === 'ENOENT'
+        ? `--model: "${model}" does not exist; give a checkpoint folder or an http(s) base URL`
+        : `--model: "${model}" cannot be opened (${code}: ${(e as Error).message})`);
+    }
+    if (!kind.isDirectory()) throw new UsageError(`--model: "${model}" is a file; give the checkpoint folder that holds config.json and the .safetensors files`);
+    return dirSource(model);
+  }
   try {
     return httpSource(model, { onBytes: (n) => progress.onBytes(n) });
   } catch (e) {

@@ -17,14 +17,16 @@ export interface FetchPolicy {
   backoffMs?: number;
   /** Longest wait between attempts, a Retry-After included (default 60 s). */
   maxBackoffMs?: number;
-  /** A request whose response headers have not arrived after this long is dropped (default 30 s). */
+  /** A request whose response headers have not arrived after this long is dropped (default 15 s). */
   headersTimeoutMs?: number;
-  /** A response body that delivers no byte for this long is dropped (default 30 s). */
+  /** A response body that delivers no byte for this long is dropped (default 20 s). */
   stallMs?: number;
 }
 
 export const FETCH_DEFAULTS = {
-  retries: 4, backoffMs: 500, maxBackoffMs: 60_000, headersTimeoutMs: 30_000, stallMs: 30_000,
+  // huggingface_hub waits 10 s for a response (HF_HUB_DOWNLOAD_TIMEOUT, HF_HUB_ETAG_TIMEOUT); a little more here, and
+  // with one retry of a timeout (TIMEOUT_RETRIES) a silent server is reported within about 45 s.
+  retries: 4, backoffMs: 500, maxBackoffMs: 60_000, headersTimeoutMs: 15_000, stallMs: 20_000,
 } as const;
 
 export class HttpError extends Error {
@@ -232,7 +234,17 @@ export function watchedFetch(url: string, init: RequestInit, policy: FetchPolicy
 
 /** Throws for an unsuccessful status: `notFound()` for 404/410, else an HttpError (retryable for 5xx, 408, 429). */
 export async function checkStatus(res: Response, label: string, notFound: () => Error): Promise<void> {
-  if (res.ok) return;
+  if (res.ok) {
+    // No checkpoint file is HTML: this is a login page, a proxy's error page or a site's catch-all route answering
+    // 200 for a path it does not have. Say so, rather than report its bytes as a corrupt file.
+    const type = res.headers.get('content-type') ?? '';
+    if (/^\s*text\/html\b/i.test(type)) {
+      await res.body?.cancel().catch(() => undefined);
+      throw new IntegrityError(`${label}: the server answered with an HTML page (Content-Type ${type.trim()}), not the file ` +
+        '(a wrong URL, a login page, or a site that answers every path with its index page)');
+    }
+    return;
+  }
   await res.body?.cancel().catch(() => undefined);
   if (res.status === 404 || res.status === 410) throw notFound();
   throw new HttpError(label, res.status, res.statusText, retryAfterMs(res.headers));
