@@ -253,3 +253,19 @@ test('progress: on stderr with --progress (over HTTP), absent when piped, absent
     server.close();
   }
 });
+
+test('what the loader accepts but ignores is said on stderr as a warning; the run still succeeds', async () => {
+  const dir = join(tmp, 'warned');
+  mkdirSync(dir);
+  for (const [name, bytes] of files) writeFileSync(join(dir, name), bytes);
+  const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+  cfg.quantization['language_model.model.layers.99.mlp.up_proj'] = { group_size: 32, bits: 4 };
+  if (cfg.quantization_config) cfg.quantization_config['language_model.model.layers.99.mlp.up_proj'] = { group_size: 32, bits: 4 };
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(cfg));
+  const r = await cli(['inspect', '--model', dir, '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stderr, 'qwen-webgpu: warning: ignoring a quantization override for language_model.model.layers.99.mlp.up_proj: no such module\n');
+  assert.ok(JSON.parse(r.stdout).modules.length > 0, 'stdout stays clean JSON');
+  const clean = await cli(['inspect', '--model', tiny, '--json']);
+  assert.equal(clean.stderr, '', 'a clean checkpoint warns of nothing');
+});

@@ -5,6 +5,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
+import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { parseSafetensorsHeader, type ByteSource } from '../src/format/safetensors.ts';
 import { writeSafetensors, type TensorData } from '../src/format/writer.ts';
@@ -420,6 +421,7 @@ describe('valid inputs keep opening exactly as before', () => {
         const layout = layoutModules(ckpt.config, { tied: ckpt.tied, isMlx: ckpt.isMlx });
         assert.deepEqual([...ckpt.modules.keys()], layout.map((m) => m.path), `${recipe} ${JSON.stringify(opts)}`);
         assert.deepEqual(ckpt.ignored.filter((n) => !/vision_tower|visual|mtp|lm_head/.test(n)), [], `${recipe}: nothing unexpected ignored`);
+        assert.deepEqual(ckpt.warnings, [], `${recipe} ${JSON.stringify(opts)}: the VL and MTP extras are skipped without a word`);
       }
     }
   });
@@ -431,9 +433,243 @@ describe('valid inputs keep opening exactly as before', () => {
       const c = ckpt.config;
       assert.deepEqual([c.hiddenSize, c.numLayers, c.vocabSize, c.headDim, c.rotaryDim, c.eosTokenIds], [192, 8, 512, 64, 16, [511]], name);
       assert.equal(ckpt.modules.size, layoutModules(c, { tied: ckpt.tied, isMlx: ckpt.isMlx }).length, name);
+      assert.deepEqual([ckpt.tied, c.ropeTheta, ckpt.warnings], [false, 1e7, []], name);
       const h = await parseSafetensorsHeader('model.safetensors', dirSource(dir));
       const used = [...h.tensors.values()].reduce((s, t) => s + (t.end - t.begin), 0);
       assert.equal(h.dataStart + used, h.fileSize, `${name}: the tensors tile the data section`);
     }
+  });
+});
+
+// ------------------------------------------------------------------------------------------------------------
+/** A tiny checkpoint with config.json edited (as an object, or as text for what JSON.stringify cannot write). */
+function withConfig(recipe: 'bf16' | 'propc' | 'unsloth3', f: (c: Record<string, any>) => void, text?: (t: string) => string) {
+  const files = makeTinyCheckpoint(recipe, { seed: 1 });
+  const c = JSON.parse(dec.decode(files.get('config.json')!));
+  f(c);
+  const t = JSON.stringify(c);
+  files.set('config.json', enc.encode(text ? text(t) : t));
+  return files;
+}
+
+/** propc (untied, single file) with its lm_head tensors removed and config.json edited. */
+async function propcWithoutLmHead(f: (c: Record<string, any>) => void) {
+  const files = withConfig('propc', (c) => {
+    for (const q of [c.quantization, c.quantization_config]) delete q['language_model.lm_head'];
+    f(c);
+  });
+  const kept = (await shardTensors(files, 'model.safetensors')).filter((t) => !t.name.includes('lm_head'));
+  files.set('model.safetensors', writeSafetensors(kept));
+  return files;
+}
+
+describe('tie_word_embeddings and lm_head: no head means tied (spec §1.1), a contradiction is said', () => {
+  test('untied in config.json but no lm_head: tied, with a warning naming the key that says false', async () => {
+    const files = await propcWithoutLmHead(() => {});
+    const ck = await openCheckpoint(memorySource(files, 'here'));
+    assert.equal(ck.tied, true);
+    assert.equal(ck.warnings.length, 1);
+    assert.match(ck.warnings[0], /^config\.json says text_config\.tie_word_embeddings is false, but the checkpoint in here has no lm_head\.weight \(MLX "language_model\.lm_head\.weight", HF "lm_head\.weight"\): the output layer reuses embed_tokens \(tied\)/);
+    // Only the top-level key set: that one is named.
+    const top = await propcWithoutLmHead((c) => { delete c.text_config.tie_word_embeddings; });
+    assert.match((await openCheckpoint(memorySource(top))).warnings[0], /^config\.json says tie_word_embeddings is false, but/);
+  });
+
+  test('tie_word_embeddings absent everywhere and no lm_head: tied without a word (the spec\'s rule, nothing contradicts it)', async () => {
+    const files = await propcWithoutLmHead((c) => { delete c.tie_word_embeddings; delete c.text_config.tie_word_embeddings; });
+    const ck = await openCheckpoint(memorySource(files));
+    assert.deepEqual([ck.tied, ck.warnings], [true, []]);
+    assert.equal(parseConfig(JSON.parse(dec.decode(files.get('config.json')!))).tieWordEmbeddings, false);
+  });
+
+  test('tied without lm_head opens; the same weights with tie true run tied and say nothing', async () => {
+    const bf16 = await openCheckpoint(memorySource(makeTinyCheckpoint('bf16', { seed: 1 })));
+    assert.deepEqual([bf16.tied, bf16.modules.has('lm_head'), bf16.warnings], [true, false, []]);
+    const files = await propcWithoutLmHead((c) => { c.tie_word_embeddings = true; c.text_config.tie_word_embeddings = true; });
+    const ck = await openCheckpoint(memorySource(files));
+    assert.deepEqual([ck.tied, ck.modules.has('lm_head'), ck.warnings], [true, false, []]);
+  });
+});
+
+describe('config.json: rope_theta has no safe default', () => {
+  test('rope_parameters null and no rope_theta anywhere: refused, naming the keys looked for', () => {
+    configRefused((c) => { c.text_config.rope_parameters = null; },
+      /config\.json: rope_theta is not set \(looked for text_config\.rope_parameters\.rope_theta, text_config\.rope_theta, rope_theta; text_config\.rope_parameters is null\); expected the RoPE base, 10000000/);
+    configRefused((c) => { delete c.text_config.rope_parameters.rope_theta; }, /rope_theta is not set \(looked for text_config\.rope_parameters\.rope_theta, text_config\.rope_theta, rope_theta\)/);
+    // Flat text-only config: the names carry no prefix and are not repeated.
+    const t = tinyConfig().text_config;
+    delete t.rope_parameters;
+    assert.throws(() => parseConfig(t), /rope_theta is not set \(looked for rope_parameters\.rope_theta, rope_theta; rope_parameters is not set\)/);
+  });
+
+  test('rope_parameters null but rope_theta next to it, or at the top level: that value, not a default', () => {
+    assert.equal(parseConfig(edit((c) => { c.text_config.rope_parameters = null; c.text_config.rope_theta = 1e7; })).ropeTheta, 1e7);
+    assert.equal(parseConfig(edit((c) => { c.text_config.rope_parameters = null; c.rope_theta = 5e6; })).ropeTheta, 5e6);
+    // partial_rotary_factor keeps its agreed default of 0.25: rotary dim 64 · 0.25.
+    assert.equal(parseConfig(edit((c) => { c.text_config.rope_parameters = null; c.text_config.rope_theta = 1e7; })).rotaryDim, 16);
+  });
+});
+
+describe('config.json: architecture switches the engine does not implement', () => {
+  test('hidden_act other than silu', () => {
+    configRefused((c) => { c.text_config.hidden_act = 'gelu'; },
+      /config\.json: unsupported setting: text_config\.hidden_act is "gelu"; this runtime supports "silu" only \(the MLP is SwiGLU/);
+    configRefused((c) => { c.text_config.hidden_act = 5; }, /config\.json: text_config\.hidden_act must be a string, found 5/);
+  });
+
+  test('attn_output_gate false, attention_bias true', () => {
+    configRefused((c) => { c.text_config.attn_output_gate = false; },
+      /config\.json: unsupported setting: text_config\.attn_output_gate is false; this runtime supports true only \(full-attention layers always gate/);
+    configRefused((c) => { c.text_config.attention_bias = true; },
+      /config\.json: unsupported setting: text_config\.attention_bias is true; this runtime supports false only \(no q\/k\/v\/o bias tensors are read\)/);
+  });
+
+  test('the switches given as strings are refused like tie_word_embeddings', () => {
+    configRefused((c) => { c.text_config.attn_output_gate = 'false'; }, /config\.json: text_config\.attn_output_gate must be true or false, found "false"/);
+    configRefused((c) => { c.text_config.attention_bias = 0; }, /config\.json: text_config\.attention_bias must be true or false, found 0/);
+  });
+
+  test('the supported values, null or absent keys, and the real configs still parse', async () => {
+    const base = parseConfig(tinyConfig());
+    assert.deepEqual(parseConfig(edit((c) => { delete c.text_config.hidden_act; delete c.text_config.attn_output_gate; delete c.text_config.attention_bias; })), base);
+    assert.deepEqual(parseConfig(edit((c) => { c.text_config.hidden_act = null; c.text_config.attention_bias = null; })), base);
+    for (const name of ['pub-propc', 'pub-unsloth3']) {
+      const raw = JSON.parse(await readFile(path.resolve(repoRoot, '../shared/reference', name, 'config.json'), 'utf8'));
+      assert.deepEqual([raw.text_config.hidden_act, raw.text_config.attn_output_gate, raw.text_config.attention_bias], ['silu', true, false], name);
+      assert.equal(parseConfig(raw).numLayers, 8, name);
+    }
+  });
+});
+
+describe('values nested 200,000 deep are reported, not a stack overflow', () => {
+  const DEEP = '['.repeat(200_000) + ']'.repeat(200_000);
+  const SHOWN = /found \[\[\[\[…\]\]\]\]/;
+  /** The good file with the JSON value "@DEEP@" replaced by DEEP in the header text. */
+  const deepHeader = (f: (h: Record<string, any>) => void) => withHeaderText(good(), (t) => {
+    const h = JSON.parse(t);
+    f(h);
+    return JSON.stringify(h).replace('"@DEEP@"', DEEP);
+  });
+
+  test('JSON.stringify of such a value would itself overflow (what the messages used to do)', () => {
+    assert.throws(() => JSON.stringify(JSON.parse(DEEP)), RangeError);
+  });
+
+  test('in a safetensors tensor entry and in __metadata__', async () => {
+    await refuses(deepHeader((h) => { h['b.A_log'] = '@DEEP@'; }), /x\.safetensors: tensor "b\.A_log": expected \{dtype, shape, data_offsets\}, found \[\[\[\[…\]\]\]\]$/);
+    await refuses(deepHeader((h) => { h['b.A_log'].shape = '@DEEP@'; }), /x\.safetensors: tensor "b\.A_log": shape must be an array of non-negative integers, found \[\[\[\[…\]\]\]\]$/);
+    await refuses(deepHeader((h) => { h['c.weight'].dtype = '@DEEP@'; }), /x\.safetensors: tensor "c\.weight": unknown dtype \[\[\[\[…\]\]\]\] \(expected one of/);
+    await refuses(deepHeader((h) => { h.__metadata__ = '@DEEP@'; }), /x\.safetensors: "__metadata__" must be an object of strings, found \[\[\[\[…\]\]\]\]$/);
+    await refuses(deepHeader((h) => { h.__metadata__ = { format: 'mlx', note: '@DEEP@' }; }), /x\.safetensors: "__metadata__" must be an object of strings, found \[\[\[\[…\]\]\]\] for "note"/);
+  });
+
+  test('in text_config.hidden_size and in both copies of the quantization block', async () => {
+    const files = withConfig('bf16', (c) => { c.text_config.hidden_size = '@DEEP@'; }, (t) => t.replace('"@DEEP@"', DEEP));
+    await assert.rejects(openCheckpoint(memorySource(files)), /config\.json: text_config\.hidden_size must be a number, found \[\[\[\[…\]\]\]\]$/);
+    const q = withConfig('propc', (c) => {
+      for (const x of [c.quantization, c.quantization_config]) x['language_model.model.layers.0.mlp.up_proj'] = '@DEEP@';
+    }, (t) => t.replaceAll('"@DEEP@"', DEEP));
+    await assert.rejects(openCheckpoint(memorySource(q)),
+      /config\.json: quantization\["language_model\.model\.layers\.0\.mlp\.up_proj"\] must be true, false or an object \{bits, group_size, mode\}, found \[\[\[\[…\]\]\]\]$/);
+  });
+
+  test('in a weight_map value of the shard index', async () => {
+    const { files, index } = sharded();
+    const name = Object.keys(index.weight_map)[0];
+    index.weight_map[name] = '@DEEP@';
+    files.set(INDEX, enc.encode(JSON.stringify(index).replace('"@DEEP@"', DEEP)));
+    await assert.rejects(openCheckpoint(memorySource(files)),
+      new RegExp(`model\\.safetensors\\.index\\.json: weight_map\\["${name.replace(/\./g, '\\.')}"\\] must be a shard file name, ${SHOWN.source}$`));
+  });
+
+  test('long and wide values are cut to about 80 characters', () => {
+    const long = (v: unknown) => assert.throws(() => parseConfig(edit((c) => { c.text_config.hidden_size = v; })), (e: Error) => {
+      const found = e.message.slice(e.message.indexOf('found ') + 6);
+      assert.ok(found.length <= 81 && found.endsWith('…'), `shown as ${found.length} chars: ${found.slice(0, 100)}`);
+      return true;
+    });
+    long('x'.repeat(5_000_000));
+    long(Array.from({ length: 100_000 }, (_, i) => i));
+    long(Object.fromEntries(Array.from({ length: 1000 }, (_, i) => [`k${i}`, [[[[i]]]]])));
+    configRefused((c) => { c.text_config.hidden_size = { a: [1, { b: [2] }] }; }, /found \{"a":\[1,\{"b":\[…\]\}\]\}$/);
+  });
+});
+
+describe('accepted but unused: said in Checkpoint.warnings, one line per kind', () => {
+  test('unknown tensors, and a whole layer beyond num_hidden_layers', async () => {
+    const files = makeTinyCheckpoint('bf16', { seed: 1 });
+    const extra = [
+      'language_model.model.layers.0.mlp.foo.weight',
+      ...['input_layernorm', 'post_attention_layernorm', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj', 'linear_attn.A_log']
+        .map((m) => `language_model.model.layers.8.${m}${m.endsWith('A_log') ? '' : '.weight'}`),
+    ];
+    const tensors = await shardTensors(files, 'model.safetensors');
+    files.set('model.safetensors', writeSafetensors([...tensors, ...extra.map((n) => tensor(n, 'BF16', [4]))]));
+    const ck = await openCheckpoint(memorySource(files));
+    assert.equal(ck.warnings.length, 1, ck.warnings.join('\n'));
+    const m = /^ignoring 7 tensors the model does not use: (.+) \(and 2 more\)$/.exec(ck.warnings[0]);
+    assert.ok(m, ck.warnings[0]);
+    const listed = m[1].split(', ');
+    assert.equal(new Set(listed).size, 5);
+    for (const n of listed) assert.ok(extra.includes(n), `${n} is one of the added tensors`);
+    // The VL/MTP extras of the tiny checkpoint are still ignored without a word.
+    assert.ok(ck.ignored.includes('mtp.fc.weight') && ck.ignored.includes('vision_tower.blocks.0.attn.qkv.weight'));
+    assert.ok(!ck.warnings[0].includes('mtp') && !ck.warnings[0].includes('vision'));
+    assert.equal(ck.modules.size, layoutModules(ck.config, { tied: true }).length);
+  });
+
+  test('one unknown tensor is named in the singular', async () => {
+    const files = makeTinyCheckpoint('bf16', { seed: 1 });
+    files.set('model.safetensors', writeSafetensors([...(await shardTensors(files, 'model.safetensors')), tensor('language_model.model.layers.0.mlp.foo.weight', 'BF16', [4])]));
+    assert.deepEqual((await openCheckpoint(memorySource(files))).warnings, ['ignoring 1 tensor the model does not use: language_model.model.layers.0.mlp.foo.weight']);
+  });
+
+  test('quantization overrides for modules that do not exist or are never quantized', async () => {
+    const one = withConfig('propc', (c) => {
+      for (const q of [c.quantization, c.quantization_config]) {
+        q['language_model.model.layers.99.mlp.up_proj'] = { group_size: 64, bits: 4, mode: 'affine' };
+        q['vision_tower.blocks.0.attn.qkv'] = false; // mlx-vlm quantizes the vision tower too: expected, not mentioned
+        q['mtp.fc'] = { group_size: 64, bits: 4 };
+      }
+    });
+    assert.deepEqual((await openCheckpoint(memorySource(one))).warnings,
+      ['ignoring a quantization override for language_model.model.layers.99.mlp.up_proj: no such module']);
+    const many = withConfig('propc', (c) => {
+      for (const q of [c.quantization, c.quantization_config]) {
+        for (let i = 8; i < 15; i++) q[`language_model.model.layers.${i}.mlp.down_proj`] = false;
+        q['language_model.model.layers.0.input_layernorm'] = false;
+      }
+    });
+    assert.deepEqual((await openCheckpoint(memorySource(many))).warnings, [
+      'ignoring 7 quantization overrides for modules that do not exist: language_model.model.layers.8.mlp.down_proj, language_model.model.layers.9.mlp.down_proj, ' +
+      'language_model.model.layers.10.mlp.down_proj, language_model.model.layers.11.mlp.down_proj, language_model.model.layers.12.mlp.down_proj (and 2 more)',
+      'ignoring a quantization override for modules MLX never quantizes: language_model.model.layers.0.input_layernorm (norm)',
+    ]);
+  });
+
+  test('an lm_head that tie_word_embeddings true makes unused is dropped and said (its override is not repeated)', async () => {
+    // unsloth3 stores lm_head at 6 bits through an override entry, which tying makes moot as well.
+    const files = withConfig('unsloth3', (c) => { c.tie_word_embeddings = true; c.text_config.tie_word_embeddings = true; });
+    assert.deepEqual(JSON.parse(dec.decode(files.get('config.json')!)).quantization['language_model.lm_head'], { group_size: 64, bits: 6 });
+    const ck = await openCheckpoint(memorySource(files));
+    assert.equal(ck.tied, true);
+    assert.deepEqual(ck.warnings, ['ignoring language_model.lm_head.weight, language_model.lm_head.scales, language_model.lm_head.biases: text_config.tie_word_embeddings is true, so the output layer reuses embed_tokens (as mlx-lm does)']);
+  });
+});
+
+describe('wording of found values and of quantization modes', () => {
+  test('mode "zzz" lists the recognised modes and says only affine runs', () => {
+    configRefused((c) => { c.quantization.mode = 'zzz'; c.quantization_config = c.quantization; },
+      /config\.json: quantization defaults: unsupported quantization mode "zzz" \(recognised: affine, mxfp4, nvfp4, mxfp8; only affine runs today\)/);
+  });
+
+  test('a literal 1e400 (JSON.parse reads Infinity) is reported as Infinity, not as null', async () => {
+    const files = withConfig('bf16', () => {}, (t) => t.replace('"hidden_size":256', '"hidden_size":1e400'));
+    assert.notEqual(dec.decode(files.get('config.json')!).indexOf('1e400'), -1, 'the config text was edited');
+    await assert.rejects(openCheckpoint(memorySource(files)),
+      /config\.json: text_config\.hidden_size must be a finite number, found Infinity \(a literal beyond the range of a 64-bit float\)/);
+    const eps = withConfig('bf16', () => {}, (t) => t.replace('"rms_norm_eps":0.000001', '"rms_norm_eps":-1e400'));
+    assert.notEqual(dec.decode(eps.get('config.json')!).indexOf('-1e400'), -1, 'the config text was edited');
+    await assert.rejects(openCheckpoint(memorySource(eps)), /text_config\.rms_norm_eps must be a finite number, found -Infinity/);
   });
 });

@@ -621,15 +621,18 @@ describe('quantization plan precedence (spec §5.1)', () => {
   });
 
   test('tie rule at the checkpoint level', async () => {
-    // Config says untied but there is no lm_head → tied.
+    // Config says untied but there is no lm_head → tied (spec §1.1), and the contradiction is reported.
     const untiedCfg = await edited('bf16', (_t, c) => { c.tie_word_embeddings = false; c.text_config.tie_word_embeddings = false; });
-    assert.equal((await openCheckpoint(untiedCfg)).tied, true);
-    // Config says tied but an lm_head exists → tied, lm_head ignored (mlx-lm drops it).
+    const untied = await openCheckpoint(untiedCfg);
+    assert.equal(untied.tied, true);
+    assert.match(untied.warnings.join('\n'), /says text_config\.tie_word_embeddings is false, but the checkpoint .* has no lm_head\.weight/);
+    // Config says tied but an lm_head exists → tied, lm_head ignored (mlx-lm drops it), and said.
     const extraHead = await edited('propc', (_t, c) => { c.tie_word_embeddings = true; c.text_config.tie_word_embeddings = true; });
     const ck = await openCheckpoint(extraHead);
     assert.equal(ck.tied, true);
     assert.equal(ck.modules.has('lm_head'), false);
     assert.ok(ck.ignored.includes('language_model.lm_head.weight'));
+    assert.deepEqual(ck.warnings, ['ignoring language_model.lm_head.weight, language_model.lm_head.scales, language_model.lm_head.biases: text_config.tie_word_embeddings is true, so the output layer reuses embed_tokens (as mlx-lm does)']);
   });
 });
 

@@ -2,11 +2,11 @@
 // (spec §5.1) and checks every tensor of the text model against the shapes the config implies (spec §2).
 // Only headers are read here; weights are fetched on demand through the ByteSource.
 
-import { dims, normaliseName, parseConfig, type ModelConfig, type QuantParams } from './config.ts';
+import { dims, normaliseName, parseConfig, tieWordEmbeddingsKey, type ModelConfig, type QuantParams } from './config.ts';
 import { decodeFloats, decodeU32, isFloatDType, type DType, type FloatDType } from './dtype.ts';
 import { dequantizeAffine, toScaleDtype, type ScaleDtype } from './quant.ts';
 import {
-  FormatError, findDuplicateKey, fmtShape, isNotFound, parseSafetensorsHeader, shapeSize,
+  FormatError, findDuplicateKey, fmtShape, isNotFound, parseSafetensorsHeader, shapeSize, showValue,
   type ByteSource, type SafetensorsHeader,
 } from './safetensors.ts';
 
@@ -53,7 +53,7 @@ export type ModulePlan = AffinePlan | FloatPlan;
 
 export interface Checkpoint {
   config: ModelConfig;
-  /** lm_head reuses embed_tokens (config says so, or there is no lm_head tensor). */
+  /** lm_head reuses embed_tokens: config.json's tie_word_embeddings, or no lm_head tensor (spec §1.1; warned when the config says false). */
   tied: boolean;
   /** HF layout: RMSNorm gain = 1 + stored (never for linear_attn.norm). */
   normShift: boolean;
@@ -66,6 +66,12 @@ export interface Checkpoint {
   tensors: Map<string, TensorEntry>;
   /** Raw names present in the files but not used (vision tower, MTP head, tied lm_head, unknown extras). */
   ignored: string[];
+  /**
+   * What was accepted but left unused and deserves a word to the user, one line per kind: tensors the model has no
+   * place for, an lm_head dropped because config.json ties it, quantization overrides for modules that do not exist.
+   * The vision tower and MTP head are expected in VL checkpoints and are not mentioned.
+   */
+  warnings: string[];
   readTensor(name: string): Promise<Uint8Array>;
   source: ByteSource;
 }
@@ -84,6 +90,8 @@ export interface LayoutModule {
 const INDEX_FILE = 'model.safetensors.index.json';
 const SINGLE_FILE = 'model.safetensors';
 const MAX_LISTED_PROBLEMS = 25;
+/** Names listed in one warning line before "(and N more)". */
+const MAX_WARNING_NAMES = 5;
 
 /** Every module of the Qwen3.5 text model as the config describes it (spec §2.1), in forward order. */
 export function layoutModules(c: ModelConfig, opts: { tied: boolean; isMlx?: boolean }): LayoutModule[] {
@@ -130,7 +138,7 @@ export function layoutModules(c: ModelConfig, opts: { tied: boolean; isMlx?: boo
   return out;
 }
 
-/** Vision tower and MTP head tensors: present in many checkpoints, never used by the text model. */
+/** Vision tower and MTP head tensors (and their quantization entries): present in many checkpoints, never used by the text model. */
 function isSkipped(rawName: string, normalised: string): boolean {
   return /^(vision_tower|visual|mtp)\./.test(normalised) || /^(vision_tower|mtp)\./.test(rawName) ||
     rawName.startsWith('model.visual.');
@@ -179,12 +187,12 @@ async function listWeightFiles(src: ByteSource): Promise<{ files: string[]; weig
   }
   const wm = (index as { weight_map?: unknown } | null)?.weight_map;
   if (!wm || typeof wm !== 'object' || Array.isArray(wm)) {
-    throw new FormatError(`${INDEX_FILE}: expected an object with a "weight_map" object, found ${JSON.stringify(index).slice(0, 200)}`);
+    throw new FormatError(`${INDEX_FILE}: expected an object with a "weight_map" object, found ${showValue(index)}`);
   }
   const weightMap = new Map<string, string>();
   for (const [name, file] of Object.entries(wm as Record<string, unknown>)) {
     if (typeof file !== 'string' || file.includes('..') || file.startsWith('/')) {
-      throw new FormatError(`${INDEX_FILE}: weight_map["${name}"] must be a shard file name, found ${JSON.stringify(file)}`);
+      throw new FormatError(`${INDEX_FILE}: weight_map[${showValue(name)}] must be a shard file name, found ${showValue(file)}`);
     }
     weightMap.set(name, file);
   }
@@ -251,14 +259,29 @@ export async function openCheckpoint(src: ByteSource): Promise<Checkpoint> {
   p.throwIfAny(src.describe());
 
   const isMlx = detectLayout(config, tensors, p.add);
-  const hasLmHead = tensors.has('lm_head.weight');
-  const tied = config.tieWordEmbeddings || !hasLmHead;
-  if (tied && hasLmHead) {
-    // mlx-lm's sanitize deletes lm_head when the config ties it; do the same rather than guess.
+  const warnings: string[] = [];
+  const lmHead = tensors.get('lm_head.weight');
+  // Spec §1.1: tied when config.json says so OR when there is no lm_head (checkpoints written without the key and
+  // without a head exist; the spec's reference implementations tie them). An explicit `false` with no head is a
+  // contradiction we cannot resolve silently: tie as the spec does, and say so.
+  const tied = config.tieWordEmbeddings || !lmHead;
+  if (!config.tieWordEmbeddings && !lmHead) {
+    const key = tieWordEmbeddingsKey(rawConfig);
+    if (key) {
+      warnings.push(`config.json says ${key} is false, but the checkpoint in ${src.describe()} has no lm_head.weight ` +
+        `(MLX "language_model.lm_head.weight", HF "lm_head.weight"): the output layer reuses embed_tokens (tied), as ` +
+        'when tie_word_embeddings is true; if the model has its own output layer, the checkpoint is incomplete');
+    }
+  }
+  const droppedHead: string[] = [];
+  if (tied && lmHead) {
+    // The config wins, as in mlx-lm, whose sanitize deletes lm_head when tie_word_embeddings is true: logits use
+    // embed_tokens. Said aloud, since the stored head is then unused.
     for (const suffix of ['weight', 'scales', 'biases']) {
       const t = tensors.get(`lm_head.${suffix}`);
-      if (t) { ignored.push(t.rawName); tensors.delete(`lm_head.${suffix}`); }
+      if (t) { ignored.push(t.rawName); droppedHead.push(t.rawName); tensors.delete(`lm_head.${suffix}`); }
     }
+    warnings.push(`ignoring ${droppedHead.join(', ')}: ${tieWordEmbeddingsKey(rawConfig)} is true, so the output layer reuses embed_tokens (as mlx-lm does)`);
   }
 
   const layout = layoutModules(config, { tied, isMlx });
@@ -270,17 +293,56 @@ export async function openCheckpoint(src: ByteSource): Promise<Checkpoint> {
     for (const name of [m.tensor, `${m.path}.scales`, `${m.path}.biases`]) used.add(name);
     if (plan) modules.set(m.path, plan);
   }
+  const unused: string[] = [];
   for (const [name, t] of [...tensors]) {
     if (used.has(name)) continue;
     ignored.push(t.rawName);
+    unused.push(t.rawName);
     tensors.delete(name);
   }
   p.throwIfAny(src.describe());
+  if (unused.length) {
+    warnings.push(`ignoring ${unused.length === 1 ? '1 tensor' : `${unused.length} tensors`} the model does not use: ${listNames(unused)}`);
+  }
+  warnings.push(...overrideWarnings(config, layout, droppedHead.length > 0));
 
   return {
-    config, tied, normShift: !isMlx, isMlx, files, modules, tensors, ignored, source: src,
+    config, tied, normShift: !isMlx, isMlx, files, modules, tensors, ignored, warnings, source: src,
     readTensor: (name: string) => readEntry(src, lookup(tensors, name)),
   };
+}
+
+function listNames(names: string[]): string {
+  const more = names.length - MAX_WARNING_NAMES;
+  return names.slice(0, MAX_WARNING_NAMES).join(', ') + (more > 0 ? ` (and ${more} more)` : '');
+}
+
+/**
+ * Quantization overrides that apply to nothing: a module beyond num_hidden_layers, a typo, a module MLX never
+ * quantizes. Accepted (the weights decide the layout), but said, since the file then promises something it does
+ * not do. Vision tower / MTP entries are expected and not mentioned; so is lm_head when tying dropped it (already
+ * said).
+ */
+function overrideWarnings(c: ModelConfig, layout: LayoutModule[], headDropped: boolean): string[] {
+  const q = c.quantization;
+  if (!q) return [];
+  const byPath = new Map(layout.map((m) => [m.path, m]));
+  const missing: string[] = [];
+  const notQuantizable: string[] = [];
+  for (const path of q.overrides.keys()) {
+    const key = q.overrideKeys.get(path) ?? path;
+    if (isSkipped(key, path) || (headDropped && path === 'lm_head')) continue;
+    const m = byPath.get(path);
+    if (!m) missing.push(key);
+    else if (!m.quantizable) notQuantizable.push(`${key} (${m.role})`);
+  }
+  const out: string[] = [];
+  if (missing.length === 1) out.push(`ignoring a quantization override for ${missing[0]}: no such module`);
+  else if (missing.length) out.push(`ignoring ${missing.length} quantization overrides for modules that do not exist: ${listNames(missing)}`);
+  if (notQuantizable.length) {
+    out.push(`ignoring ${notQuantizable.length === 1 ? 'a quantization override' : `${notQuantizable.length} quantization overrides`} for modules MLX never quantizes: ${listNames(notQuantizable)}`);
+  }
+  return out;
 }
 
 /** The index and the shards' own headers must agree on where every tensor is, both ways. */

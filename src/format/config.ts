@@ -1,6 +1,8 @@
 // config.json → ModelConfig (spec §1). Handles text_config nesting, layer_types vs full_attention_interval,
 // rope settings in rope_parameters or at the top level, and the quantization block (spec §5.1).
 
+import { showValue } from './safetensors.ts';
+
 export type LayerType = 'linear_attention' | 'full_attention';
 
 export interface QuantParams {
@@ -13,6 +15,8 @@ export interface QuantizationConfig {
   defaults: QuantParams;
   /** Normalised module path (see normaliseName) → override params, or false = not quantized. */
   overrides: Map<string, QuantParams | false>;
+  /** Normalised module path → the key as config.json spells it (for messages). */
+  overrideKeys: Map<string, string>;
 }
 
 export interface ModelConfig {
@@ -36,7 +40,7 @@ export interface ModelConfig {
   rotaryDim: number;
   vocabSize: number;
   maxPositionEmbeddings: number;
-  /** From config only; the checkpoint can still force tying when lm_head is absent (spec §1.1). */
+  /** text_config first, then the top level, default false (spec §1.1); see tieWordEmbeddingsKey. */
   tieWordEmbeddings: boolean;
   eosTokenIds: number[];
   quantization: QuantizationConfig | null;
@@ -95,16 +99,16 @@ const isObject = (v: unknown): v is Json => !!v && typeof v === 'object' && !Arr
 /** Python writes None as null; an optional key set to null means "not set", as it does for transformers. */
 const isSet = (v: unknown) => v !== undefined && v !== null;
 
-function show(v: unknown): string {
-  if (v === undefined) return 'nothing';
-  const s = JSON.stringify(v) ?? String(v);
-  return s.length > 80 ? `${s.slice(0, 80)}...` : s;
-}
+const show = (v: unknown) => showValue(v);
 
 function optionalNumber(s: Scope, key: string): number | undefined {
   const v = s.obj[key];
   if (!isSet(v)) return undefined;
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new ConfigError(`${s.prefix}${key} must be a number, found ${show(v)}`);
+  if (typeof v !== 'number') throw new ConfigError(`${s.prefix}${key} must be a number, found ${show(v)}`);
+  if (!Number.isFinite(v)) {
+    // JSON has no Infinity; JSON.parse gives it for a literal beyond the float64 range such as 1e400.
+    throw new ConfigError(`${s.prefix}${key} must be a finite number, found ${show(v)} (a literal beyond the range of a 64-bit float)`);
+  }
   return v;
 }
 
@@ -127,7 +131,7 @@ function sizeKey(s: Scope, key: SizeKey, fallback?: number): number {
  * A real number looked up in several places, first set one wins (rope settings move between rope_parameters,
  * text_config and the top level). Every place that is set must be valid, so a broken copy is never silently shadowed.
  */
-function realKey(places: [Scope, string][], fallback: number, ok: (v: number) => boolean, expected: string): number {
+function realKey(places: [Scope, string][], fallback: number | undefined, ok: (v: number) => boolean, expected: string): number | undefined {
   let found: number | undefined;
   for (const [s, key] of places) {
     const v = optionalNumber(s, key);
@@ -149,7 +153,7 @@ function optionalBool(s: Scope, key: string): boolean | undefined {
 function checkArchitecture(top: Scope, text: Scope): string {
   const unsupported = (what: string, found: unknown, supported: readonly string[]) => new ConfigError(
     `unsupported architecture: ${what} is ${show(found)}, expected ${supported.map((x) => `"${x}"`).join(' or ')}` +
-    ` (this runtime implements the dense Qwen3.5/3.6 hybrid only${/moe/i.test(String(found)) ? '; Mixture-of-experts variants are not supported yet' : ''})`);
+    ` (this runtime implements the dense Qwen3.5/3.6 hybrid only${typeof found === 'string' && /moe/i.test(found) ? '; Mixture-of-experts variants are not supported yet' : ''})`);
   const scopes = text === top ? [top] : [top, text];
   for (const s of scopes) {
     const t = s.obj.model_type;
@@ -194,12 +198,14 @@ function parseQuantParams(v: Json, where: string): QuantParams {
     mxfp8: { bits: [8], groups: [32] },
   };
   const rule = Object.hasOwn(allowed, mode) ? allowed[mode] : undefined;
-  if (!rule) throw new ConfigError(`${where}: unsupported quantization mode "${mode}" (supported: affine, mxfp4, nvfp4, mxfp8)`);
+  if (!rule) {
+    throw new ConfigError(`${where}: unsupported quantization mode ${show(mode)} (recognised: ${Object.keys(allowed).join(', ')}; only affine runs today)`);
+  }
   if (!rule.bits.includes(bits)) {
-    throw new ConfigError(`${where}: unsupported bits ${JSON.stringify(bits)} for mode ${mode} (expected one of ${rule.bits.join(', ')})`);
+    throw new ConfigError(`${where}: unsupported bits ${show(bits)} for mode ${mode} (expected one of ${rule.bits.join(', ')})`);
   }
   if (!rule.groups.includes(groupSize)) {
-    throw new ConfigError(`${where}: unsupported group_size ${JSON.stringify(groupSize)} for mode ${mode} (expected one of ${rule.groups.join(', ')})`);
+    throw new ConfigError(`${where}: unsupported group_size ${show(groupSize)} for mode ${mode} (expected one of ${rule.groups.join(', ')})`);
   }
   return { mode, bits, groupSize };
 }
@@ -215,8 +221,7 @@ export function parseQuantization(raw: Json): QuantizationConfig | null {
   }
   const q = places.map(([, v]) => v).find(isSet) as Json | undefined;
   if (!q) return null;
-  if (raw.quantization && raw.quantization_config &&
-    JSON.stringify(raw.quantization) !== JSON.stringify(raw.quantization_config)) {
+  if (raw.quantization && raw.quantization_config && !sameJson(raw.quantization, raw.quantization_config)) {
     throw new ConfigError('"quantization" and "quantization_config" differ; refusing to guess which one the weights follow');
   }
   if (isSet(q.quant_method) && q.quant_method !== 'mlx') {
@@ -224,18 +229,73 @@ export function parseQuantization(raw: Json): QuantizationConfig | null {
   }
   const defaults = parseQuantParams(q, 'quantization defaults');
   const overrides = new Map<string, QuantParams | false>();
+  const overrideKeys = new Map<string, string>();
   for (const [k, v] of Object.entries(q)) {
     if (k === 'group_size' || k === 'bits' || k === 'mode') continue;
-    if (v === false) overrides.set(normaliseName(k), false);
-    else if (v === true) overrides.set(normaliseName(k), defaults); // mlx: a bare `true` predicate means "use the defaults"
-    else if (isObject(v)) overrides.set(normaliseName(k), parseQuantParams(v, `quantization["${k}"]`));
+    let params: QuantParams | false;
+    if (v === false) params = false;
+    else if (v === true) params = defaults; // mlx: a bare `true` predicate means "use the defaults"
+    else if (isObject(v)) params = parseQuantParams(v, `quantization[${show(k)}]`);
     else if (k.includes('.')) {
       // A module path: "false" or 4 here would otherwise be ignored and the module planned from its tensors alone.
-      throw new ConfigError(`quantization["${k}"] must be true, false or an object {bits, group_size, mode}, found ${show(v)}`);
-    }
-    // other scalar keys (e.g. quant_method: "mlx") carry no per-module meaning
+      throw new ConfigError(`quantization[${show(k)}] must be true, false or an object {bits, group_size, mode}, found ${show(v)}`);
+    } else continue; // other scalar keys (e.g. quant_method: "mlx") carry no per-module meaning
+    overrides.set(normaliseName(k), params);
+    overrideKeys.set(normaliseName(k), k);
   }
-  return { defaults, overrides };
+  return { defaults, overrides, overrideKeys };
+}
+
+/** Deep equality of two JSON values, key order aside; iterative, so hostile nesting cannot overflow the stack. */
+function sameJson(a: unknown, b: unknown): boolean {
+  const pending: [unknown, unknown][] = [[a, b]];
+  while (pending.length) {
+    const [x, y] = pending.pop()!;
+    if (x === y) continue;
+    if (!x || !y || typeof x !== 'object' || typeof y !== 'object' || Array.isArray(x) !== Array.isArray(y)) return false;
+    const keys = Object.keys(x);
+    if (keys.length !== Object.keys(y).length) return false;
+    for (const k of keys) {
+      if (!Object.hasOwn(y, k)) return false;
+      pending.push([(x as Json)[k], (y as Json)[k]]);
+    }
+  }
+  return true;
+}
+
+/**
+ * Architecture switches the engine implements in one setting only (spec §1.2 gives the Qwen3.5 values). A config
+ * asking for another one describes a different network, which would otherwise load and produce wrong text.
+ * Other keys real configs carry (attention_dropout, use_cache, dtype, mamba_ssm_dtype, mtp_*, vision_config,
+ * rope_parameters.mrope_*) do not change plain text decoding and are ignored, as mlx-lm ignores them.
+ */
+function checkFixedSwitches(text: Scope): void {
+  const unsupported = (key: string, found: unknown, supported: string, why: string) =>
+    new ConfigError(`unsupported setting: ${text.prefix}${key} is ${show(found)}; this runtime supports ${supported} only (${why})`);
+  const act = text.obj.hidden_act;
+  if (isSet(act)) {
+    if (typeof act !== 'string') throw new ConfigError(`${text.prefix}hidden_act must be a string, found ${show(act)}`);
+    if (act !== 'silu') throw unsupported('hidden_act', act, '"silu"', 'the MLP is SwiGLU: silu(gate_proj x) · up_proj x');
+  }
+  const fixed: [string, boolean, string][] = [
+    ['attn_output_gate', true, 'full-attention layers always gate their output with the second half of q_proj'],
+    ['attention_bias', false, 'no q/k/v/o bias tensors are read'],
+  ];
+  for (const [key, want, why] of fixed) {
+    const v = optionalBool(text, key);
+    if (v !== undefined && v !== want) throw unsupported(key, v, String(want), why);
+  }
+}
+
+/**
+ * The config key that decides tie_word_embeddings (text_config first, then the top level, spec §1.1), or null when
+ * neither is set and the default, false, applies (transformers' Qwen3_5Config and Qwen3_5TextConfig both default
+ * it to False, as does mlx-lm's TextModelArgs).
+ */
+export function tieWordEmbeddingsKey(raw: unknown): string | null {
+  if (!isObject(raw)) return null;
+  if (isObject(raw.text_config) && isSet(raw.text_config.tie_word_embeddings)) return 'text_config.tie_word_embeddings';
+  return isSet(raw.tie_word_embeddings) ? 'tie_word_embeddings' : null;
 }
 
 export function parseConfig(raw: unknown): ModelConfig {
@@ -248,6 +308,7 @@ export function parseConfig(raw: unknown): ModelConfig {
   const at = (key: string) => `${text.prefix}${key}`;
 
   const modelType = checkArchitecture(top, text);
+  checkFixedSwitches(text);
   const experts = optionalNumber(text, 'num_experts');
   if (experts !== undefined && experts !== 0) {
     throw new ConfigError(`unsupported architecture: ${at('num_experts')} is ${experts}; Mixture-of-experts Qwen3.5 checkpoints (num_experts > 0) are not supported yet`);
@@ -304,10 +365,19 @@ export function parseConfig(raw: unknown): ModelConfig {
     if (!isObject(v)) throw new ConfigError(`${s.prefix}${key} must be an object, found ${show(v)}`);
     rope = { obj: v, prefix: `${s.prefix}${key}.` };
   }
-  const ropeTheta = realKey([[rope, 'rope_theta'], [text, 'rope_theta'], [top, 'rope_theta']], 100000,
-    (v) => v > 0, 'a positive number');
+  const thetaPlaces: [Scope, string][] = [[rope, 'rope_theta'], [text, 'rope_theta'], [top, 'rope_theta']];
+  const ropeTheta = realKey(thetaPlaces, undefined, (v) => v > 0, 'a positive number');
+  if (ropeTheta === undefined) {
+    // No default is safe: real Qwen3.5 checkpoints use 1e7 (spec §1.3), mlx-lm's TextModelArgs falls back to 1e5
+    // (spec §1.2) and transformers to its generic RoPE default, so any guess disagrees with some reader.
+    const looked = [...new Set(thetaPlaces.map(([s, k]) => `${s.prefix}${k}`))].join(', ');
+    const params = isSet(text.obj.rope_parameters) ? '' : `; ${at('rope_parameters')} is ${text.obj.rope_parameters === null ? 'null' : 'not set'}`;
+    throw new ConfigError(`rope_theta is not set (looked for ${looked}${params}); expected the RoPE base, 10000000 for every published Qwen3.5 model. Refusing to guess: the library defaults disagree (mlx-lm uses 100000)`);
+  }
+  // 0.25 when unset: both readers agree on it (transformers' Qwen3_5TextConfig sets it "for BC", mlx-lm's
+  // TextModelArgs defaults to it, spec §1.2), and every published model uses it (spec §1.3).
   const partialRotaryFactor = realKey([[rope, 'partial_rotary_factor'], [text, 'partial_rotary_factor'], [top, 'partial_rotary_factor']], 0.25,
-    (v) => v > 0 && v <= 1, 'a number in (0, 1]');
+    (v) => v > 0 && v <= 1, 'a number in (0, 1]')!;
   const ropeType = rope.obj.rope_type ?? rope.obj.type ?? 'default';
   if (ropeType !== 'default' && ropeType !== 'mrope') {
     throw new ConfigError(`${rope.prefix}rope_type: rope type ${show(ropeType)} is not supported (expected "default" or "mrope")`);
@@ -316,7 +386,7 @@ export function parseConfig(raw: unknown): ModelConfig {
   if (rotaryDim < 2 || rotaryDim % 2 !== 0) {
     throw new ConfigError(`rotary dimension int(head_dim ${headDim} × partial_rotary_factor ${partialRotaryFactor}) = ${rotaryDim} must be even and at least 2`);
   }
-  const rmsNormEps = realKey([[text, 'rms_norm_eps']], 1e-6, (v) => v > 0 && v < 1, 'a number in (0, 1)');
+  const rmsNormEps = realKey([[text, 'rms_norm_eps']], 1e-6, (v) => v > 0 && v < 1, 'a number in (0, 1)')!;
 
   // text_config first, then the top level (spec §1.1).
   const tieText = optionalBool(text, 'tie_word_embeddings');

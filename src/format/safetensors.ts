@@ -63,6 +63,41 @@ export function fmtShape(shape: readonly number[]): string {
   return `[${shape.join(', ')}]`;
 }
 
+/** Nesting shown by showValue; deeper arrays and objects print as "[…]" / "{…}". */
+const MAX_SHOWN_DEPTH = 3;
+
+/**
+ * A value found in a JSON file, written for an error message: JSON-like, at most `maxLen` characters and
+ * MAX_SHOWN_DEPTH levels deep. JSON.stringify is no good here: a hostile value nested 200,000 arrays deep overflows
+ * its stack (the error about the value would itself crash), a megabyte string floods the message, and a literal
+ * beyond the float64 range such as 1e400 (which JSON.parse reads as Infinity) comes out as "null".
+ */
+export function showValue(v: unknown, maxLen = 80): string {
+  if (v === undefined) return 'nothing';
+  const s = renderValue(v, 0, maxLen + 1);
+  return s.length > maxLen ? `${s.slice(0, maxLen)}…` : s;
+}
+
+/** `budget`: past this many characters the rest is cut anyway, so stop building it (bounded work on huge values). */
+function renderValue(v: unknown, depth: number, budget: number): string {
+  if (typeof v === 'string') return JSON.stringify(v.length > budget ? v.slice(0, budget) : v);
+  if (typeof v === 'number') return Number.isFinite(v) ? JSON.stringify(v) : String(v);
+  if (v === null || typeof v !== 'object') return String(v);
+  const isArray = Array.isArray(v);
+  const [open, close] = isArray ? ['[', ']'] : ['{', '}'];
+  if (depth >= MAX_SHOWN_DEPTH) return `${open}…${close}`;
+  let out = open;
+  let first = true;
+  for (const key of isArray ? v.keys() : Object.keys(v)) {
+    if (out.length > budget) break;
+    const item = (v as Record<string | number, unknown>)[key];
+    const shown = renderValue(item, depth + 1, budget - out.length);
+    out += `${first ? '' : ','}${isArray ? '' : `${renderValue(key, depth + 1, budget - out.length)}:`}${shown}`;
+    first = false;
+  }
+  return out + close;
+}
+
 /**
  * The first key that occurs twice in one object of a JSON text, with the path of that object, or null.
  * JSON.parse silently keeps the last of two equal keys, so a header naming a tensor twice would otherwise read one
@@ -166,11 +201,11 @@ export async function parseSafetensorsHeader(file: string, src: ByteSource): Pro
 
 function parseMetadata(file: string, raw: unknown): Record<string, string> {
   if (!raw || typeof raw !== 'object' || Array.isArray(raw)) {
-    throw new FormatError(`${file}: "__metadata__" must be an object of strings, found ${JSON.stringify(raw)}`);
+    throw new FormatError(`${file}: "__metadata__" must be an object of strings, found ${showValue(raw)}`);
   }
   for (const [k, v] of Object.entries(raw)) {
     if (typeof v !== 'string') {
-      throw new FormatError(`${file}: "__metadata__" must be an object of strings, found ${JSON.stringify(v)?.slice(0, 100)} for "${k}"`);
+      throw new FormatError(`${file}: "__metadata__" must be an object of strings, found ${showValue(v)} for ${showValue(k)}`);
     }
   }
   return raw as Record<string, string>;
@@ -179,17 +214,17 @@ function parseMetadata(file: string, raw: unknown): Record<string, string> {
 function parseEntry(file: string, name: string, raw: unknown, dataStart: number, dataLen: number): SafetensorsEntry {
   const where = `${file}: tensor "${name}"`;
   if (!raw || typeof raw !== 'object' || Array.isArray(raw)) {
-    throw new FormatError(`${where}: expected {dtype, shape, data_offsets}, found ${JSON.stringify(raw)}`);
+    throw new FormatError(`${where}: expected {dtype, shape, data_offsets}, found ${showValue(raw)}`);
   }
   const { dtype, shape, data_offsets: offs } = raw as Record<string, unknown>;
   if (!isDType(dtype)) {
-    throw new FormatError(`${where}: unknown dtype ${JSON.stringify(dtype)} (expected one of ${Object.keys(DTYPE_BYTES).join(', ')})`);
+    throw new FormatError(`${where}: unknown dtype ${showValue(dtype)} (expected one of ${Object.keys(DTYPE_BYTES).join(', ')})`);
   }
   if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-    throw new FormatError(`${where}: shape must be an array of non-negative integers, found ${JSON.stringify(shape)}`);
+    throw new FormatError(`${where}: shape must be an array of non-negative integers, found ${showValue(shape)}`);
   }
   if (!Array.isArray(offs) || offs.length !== 2 || !offs.every((o) => Number.isSafeInteger(o) && o >= 0)) {
-    throw new FormatError(`${where}: data_offsets must be [begin, end] with non-negative integers, found ${JSON.stringify(offs)}`);
+    throw new FormatError(`${where}: data_offsets must be [begin, end] with non-negative integers, found ${showValue(offs)}`);
   }
   const [b, e] = offs as number[];
   if (b > e) throw new FormatError(`${where}: data_offsets [${b}, ${e}] has begin after end`);

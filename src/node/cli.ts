@@ -8,7 +8,7 @@ import { httpSource } from '../store/http-source.ts';
 import { describeError } from '../store/fetch-range.ts';
 import type { ByteSource } from '../format/safetensors.ts';
 import type { ModelConfig } from '../format/config.ts';
-import { openCheckpoint, summarizeCheckpoint } from '../format/checkpoint.ts';
+import { openCheckpoint, summarizeCheckpoint, type Checkpoint } from '../format/checkpoint.ts';
 import { estimateMemory, loadEngine } from '../engine/engine.ts';
 
 /** Exit statuses, also listed in --help. */
@@ -261,8 +261,14 @@ function write(text: string): Promise<void> {
   return new Promise((resolve) => process.stdout.write(text, () => resolve()));
 }
 
+/** What the loader accepted but a user should know (unused tensors, overrides for absent modules, tying). */
+function warn(ckpt: Checkpoint): void {
+  for (const w of ckpt.warnings) process.stderr.write(`qwen-webgpu: warning: ${w}\n`);
+}
+
 async function inspect(p: Plan, src: ByteSource): Promise<void> {
   const ckpt = await openCheckpoint(src);
+  warn(ckpt);
   checkAgainstModel(p, ckpt.config);
   const summary = summarizeCheckpoint(ckpt);
   const cfg = ckpt.config;
@@ -295,6 +301,7 @@ async function inspect(p: Plan, src: ByteSource): Promise<void> {
 async function run(p: Plan, src: ByteSource, progress: Progress): Promise<void> {
   // Headers and config first: a bad argument is refused before the GPU starts or a weight is read.
   const ckpt = await openCheckpoint(src);
+  warn(ckpt);
   checkAgainstModel(p, ckpt.config);
   const contextLength = p.context ?? Math.min(Math.max(needed(p), 16), ckpt.config.maxPositionEmbeddings);
   const ctx = await getNodeGpu();
