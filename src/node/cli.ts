@@ -238,16 +238,18 @@ function sourceFor(model: string, progress: Progress): ByteSource {
     const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(model)?.[1];
     if (scheme) throw new UsageError(`--model: "${model}" is a ${scheme}: URL; give a checkpoint folder or an http(s) base URL`);
     // Follows symlinks (a Hugging Face cache snapshot is a folder of them).
+    // A path that is well formed but does not lead to a folder is a runtime error (exit 1), like a bad checkpoint:
+    // the argument is fine, the file system disagrees.
     let kind;
     try {
       kind = statSync(model);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      throw new UsageError(code === 'ENOENT'
+      throw new Error(code === 'ENOENT'
         ? `--model: "${model}" does not exist; give a checkpoint folder or an http(s) base URL`
-        : `--model: "${model}" cannot be opened (${code}: ${(e as Error).message})`);
+        : `--model: "${model}" cannot be opened (${(e as Error).message})`);
     }
-    if (!kind.isDirectory()) throw new UsageError(`--model: "${model}" is a file; give the checkpoint folder that holds config.json and the .safetensors files`);
+    if (!kind.isDirectory()) throw new Error(`--model: "${model}" is a file; give the checkpoint folder that holds config.json and the .safetensors files`);
     return dirSource(model);
   }
   try {
