@@ -161,8 +161,7 @@ export async function createEngine(opts: CreateEngineOptions = {}): Promise<Qwen
     cache: { list: () => call(remote.cacheList()), delete: (id) => call(remote.cacheDelete(id)) },
     terminate: () => {
       worker.terminate();
-      endedWith ??= new WorkerStartError('the engine was terminated');
-      fail(endedWith);
+      end(new WorkerStartError('the engine was terminated'));
     },
   };
 }
