@@ -25,9 +25,9 @@ struct Params {
   H: u32,
   Hkv: u32,
   group: u32,     // H / Hkv
-  p0: u32,
+  _p0: u32,       // was p0: now S.p0
   maxCtx: u32,
-  splitLen: u32,  // keys per split, a multiple of BK
+  _splitLen: u32, // keys per split: derived from S.p0 below
   nsplit: u32,
   rowBlocks: u32, // ceil(T · group / BQ)
   scale: f32,
@@ -35,6 +35,14 @@ struct Params {
   _pad1: u32,
 }
 
+// Per-call values, written once per forward (src/gpu/plan.ts writeStep): one recording serves every position.
+struct Step {
+  p0: u32,
+  _s0: u32,
+  _s1: u32,
+  _s2: u32,
+}
+@group(0) @binding(15) var<uniform> S: Step;
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;       // [T, H, D]
 @group(0) @binding(2) var<storage, read> kc: array<f32>;      // [Hkv, maxCtx, D]
@@ -67,8 +75,12 @@ fn attn(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
 
   // Keys this workgroup may need: up to the last query row's position, within this split.
   let last_t = (min(blk * BQ + BQ, rows) - 1u) / P.group;
-  let k_start = split * P.splitLen;
-  let k_end = min(k_start + P.splitLen, P.p0 + last_t + 1u);
+  // Keys 0 .. p0+T−1 in nsplit ranges of a multiple of BK keys; the trailing splits may be empty (they write
+  // (NEG, 0, 0), which the combine drops), so one split count serves every position.
+  let kv_len = S.p0 + P.T;
+  let split_len = ((kv_len + P.nsplit - 1u) / P.nsplit + BK - 1u) / BK * BK;
+  let k_start = split * split_len;
+  let k_end = min(k_start + split_len, S.p0 + last_t + 1u);
 
   var qr: array<f32, MAXE>;
   var acc: array<f32, MAXE>;
@@ -125,7 +137,7 @@ fn attn(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
       }
       let rr = blk * BQ + tid / BK;
       let tau = k0 + tid % BK;
-      let ok = rr < rows && tau < k_end && tau <= P.p0 + rr / P.group;
+      let ok = rr < rows && tau < k_end && tau <= S.p0 + rr / P.group;
       red[base] = select(NEG, sc, ok);
     }
     workgroupBarrier();

@@ -10,12 +10,20 @@ struct Params {
   T: u32,
   H: u32,      // heads (split_q_gate) or kv heads (kv_append)
   D: u32,
-  p0: u32,     // kv_append: first cache position
+  _p0: u32,    // was kv_append's first cache position: now S.p0
   maxCtx: u32, // kv_append: cache rows per kv head
   _pad0: u32,
   _pad1: u32,
 }
 
+// Per-call values, written once per forward (src/gpu/plan.ts writeStep): one recording serves every position.
+struct Step {
+  p0: u32,
+  _s0: u32,
+  _s1: u32,
+  _s2: u32,
+}
+@group(0) @binding(15) var<uniform> S: Step;
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read_write> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
@@ -77,7 +85,7 @@ fn split_q_gate(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
   o2[i] = b[src + P.D];
 }
 
-// b = k, c = v [T, Hkv, D] → o1 = kCache, o2 = vCache [Hkv, maxCtx, D] at rows p0 + t
+// b = k, c = v [T, Hkv, D] → o1 = kCache, o2 = vCache [Hkv, maxCtx, D] at rows S.p0 + t
 @compute @workgroup_size(WG)
 fn kv_append(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
              @builtin(local_invocation_index) lid: u32) {
@@ -87,7 +95,7 @@ fn kv_append(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: ve
   let th = i / P.D;
   let h = th % P.H;
   let t = th / P.H;
-  let dst = (h * P.maxCtx + P.p0 + t) * P.D + d;
+  let dst = (h * P.maxCtx + S.p0 + t) * P.D + d;
   o1[dst] = b[i];
   o2[dst] = c[i];
 }

@@ -13,12 +13,20 @@ struct Params {
   heads: u32,
   D: u32,
   half: u32,    // R / 2
-  p0: u32,
+  _p0: u32,     // was p0: now S.p0
   _pad0: u32,
   _pad1: u32,
   _pad2: u32,
 }
 
+// Per-call values, written once per forward (src/gpu/plan.ts writeStep): one recording serves every position.
+struct Step {
+  p0: u32,
+  _s0: u32,
+  _s1: u32,
+  _s2: u32,
+}
+@group(0) @binding(15) var<uniform> S: Step;
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
 @group(0) @binding(2) var<storage, read> freq: array<vec2<u32>>; // (hi, lo) of inv_freq / 2π, per pair
@@ -60,7 +68,7 @@ fn rope(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let i = idx % P.half;
   let row = idx / P.half;   // t · heads + h
   let t = row / P.heads;
-  let pos = P.p0 + t;
+  let pos = S.p0 + t;
   let f = freq[i];
   // Fraction of a turn in units of 2^-32; the integer turns wrap away.
   let turns = pos * f.x + mulhi(pos, f.y);

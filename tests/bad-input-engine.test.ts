@@ -127,7 +127,7 @@ test('logits that overflow in the forward: readback, generate and GPU sampling a
     const greedy: SamplingParams = { temperature: 0, topK: 0, topP: 1, minP: 0, presencePenalty: 0, repetitionPenalty: 1 };
     for (const params of [greedy, { ...greedy, temperature: 0.7, topK: 20, topP: 0.8 }, { ...greedy, temperature: 1 }]) {
       engine.reset();
-      const s = await engine.forward([1, 2, 3], (enc, l) => sampleToken(ctx, enc, sampler, l, params, 0.5), () => readSampled(ctx, sampler));
+      const s = await engine.forward([1, 2, 3], (rec, l) => sampleToken(rec, sampler, l, params, 0.5), () => readSampled(ctx, sampler));
       assert.deepEqual(s.nonFinite, { index: bad, value: rawLogits[bad] }, `T=${params.temperature} k=${params.topK}`);
     }
   } finally {

@@ -93,12 +93,15 @@ test('context overflow and template errors are clear and leave the session usabl
   assert.equal(ok.usage.completion_tokens, 2);
 });
 
-type Forward = Engine['forward'];
-/** A second session on the same engine whose forward calls go through `wrap` (n counts them from 1). */
-function spySession(wrap: (n: number, ...a: Parameters<Forward>) => Parameters<Forward>): ChatSession {
+/**
+ * A second session on the same engine whose forward calls (engine.forward and engine.sample, n counts them from 1)
+ * run with the options `wrap` returns.
+ */
+function spySession(wrap: (n: number, ids: number[] | 'sampled', opts: ForwardOptions) => ForwardOptions): ChatSession {
   let n = 0;
-  const forward = ((ids, finish, read, opts) => m.engine.forward(...wrap(++n, ids, finish, read, opts))) as Forward;
-  const engine: Engine = Object.create(m.engine, { forward: { value: forward } });
+  const forward: Engine['forward'] = (ids, finish, read, opts = {}) => m.engine.forward(ids, finish, read, wrap(++n, ids, opts));
+  const sample: Engine['sample'] = (ids, s, p, u, opts = {}) => m.engine.sample(ids, s, p, u, wrap(++n, ids, opts));
+  const engine: Engine = Object.create(m.engine, { forward: { value: forward }, sample: { value: sample } });
   return createChatSession(engine, m.tokenizer, {
     modelId: 'tiny-spy', template: m.template, generation: generationDefaults(undefined, m.engine.config.eosTokenIds),
   });
@@ -111,9 +114,9 @@ test('abort during prefill: takes effect between chunks, emits no token, and the
   const ac = new AbortController();
   const progress: number[][] = [];
   // Aborted as soon as the first prefill chunk has run.
-  const session = spySession((_, ids, finish, read, opts) => [ids, finish, read, {
+  const session = spySession((_, ids, opts) => ({
     ...opts, onProgress: (done: number, total: number) => { progress.push([done, total]); ac.abort(); },
-  } as ForwardOptions]);
+  }));
   try {
     const chunks: ChatCompletionChunk[] = [];
     const r = await session.complete({ messages: longChat, max_tokens: 6, temperature: 0 }, (c) => chunks.push(c), ac.signal);
@@ -130,9 +133,9 @@ test('abort during prefill: takes effect between chunks, emits no token, and the
     // Aborted once the generation prompt's forward (call 2, after the history) has sampled the first token: still
     // no token.
     const lateAc = new AbortController();
-    const late = spySession((n, ids, finish, read, opts) => [ids, finish, read, {
+    const late = spySession((n, ids, opts) => ({
       ...opts, onProgress: (done: number, total: number) => { if (n === 2 && done === total) lateAc.abort(); },
-    } as ForwardOptions]);
+    }));
     const r2 = await late.complete({ messages: turn1, max_tokens: 6, temperature: 0 }, undefined, lateAc.signal);
     assert.equal(r2.choices[0].finish_reason, 'abort');
     assert.equal(r2.usage.completion_tokens, 0);
@@ -162,10 +165,9 @@ test('NaN logits on the sampling path: the completion fails naming the step and 
   // 3 and 4 the decode steps at positions L and L + 1. The NaN is copied into logit 3 between the forward and
   // the sampling kernels, where no load-time check could see it.
   for (const [call, step] of [[2, `prefill of positions \\d+\\.\\.${L - 1}`], [4, `decode at position ${L + 1}`]] as const) {
-    const session = spySession((n, ids, finish, read, opts) => [ids, n !== call ? finish : (enc, logits) => {
-      enc.copyBufferToBuffer(nan, 0, logits, 12, 4);
-      finish(enc, logits);
-    }, read, opts]);
+    const session = spySession((n, ids, opts) => (n !== call ? opts : {
+      ...opts, tapLogits: (enc: GPUCommandEncoder, logits: GPUBuffer) => enc.copyBufferToBuffer(nan, 0, logits, 12, 4),
+    }));
     await assert.rejects(session.complete({ messages: turn1, max_tokens: 6, temperature: 0.7, seed: 1 }), new RegExp(`non-finite logits after ${step} \\(NaN at vocab index 3\\)`));
     session.dispose();
   }

@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { getNodeGpu } from '../src/node/dawn.ts';
 import { readF32, uploadBytes, type GpuContext } from '../src/gpu/context.ts';
+import { directRecorder } from '../src/gpu/plan.ts';
 import {
   createGpuLinear, destroyGpuLinear, embedGather, linear, linearOptions, MATVEC_MAX_M,
   type GpuLinear, type LinearFormat, type ScaleDtype,
@@ -54,7 +55,7 @@ async function runLinear(ctx: GpuContext, lin: GpuLinear, x: Float32Array, M: nu
   const xb = uploadBytes(ctx, xs);
   const yb = ctx.storage((yOffset + M * lin.rows) * 4);
   const enc = ctx.device.createCommandEncoder();
-  linear(ctx, enc, lin, xb, yb, M, { xOffset, yOffset });
+  linear(directRecorder(ctx, enc), lin, xb, yb, M, { xOffset, yOffset });
   ctx.device.queue.submit([enc.finish()]);
   const y = await readF32(ctx, yb, M * lin.rows, yOffset);
   xb.destroy();
@@ -219,7 +220,7 @@ test('embedGather: quantised and float tables, split into parts', async () => {
     const { lin, w } = make(ctx, rows, cols, format, seed++, maxBytes);
     const out = ctx.storage(ids.length * cols * 4);
     const enc = ctx.device.createCommandEncoder();
-    embedGather(ctx, enc, lin, idsBuf, out, ids.length);
+    embedGather(directRecorder(ctx, enc), lin, idsBuf, out, ids.length);
     ctx.device.queue.submit([enc.finish()]);
     const got = await readF32(ctx, out, ids.length * cols);
     const name = format.kind === 'affine' ? `affine b${format.bits} g${format.groupSize} ${format.scaleDtype}` : `float ${format.dtype}`;

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { getNodeGpu } from '../src/node/dawn.ts';
 import { readF32, uploadBytes, type GpuContext } from '../src/gpu/context.ts';
 import * as ops from '../src/gpu/ops.ts';
+import { directRecorder } from '../src/gpu/plan.ts';
 import * as ref from '../src/model/reference-ops.ts';
 
 // Deterministic inputs (mulberry32) so a failure reproduces.
@@ -40,6 +41,8 @@ async function exec(encode: (enc: GPUCommandEncoder) => void): Promise<void> {
   ctx.device.queue.submit([enc.finish()]);
 }
 const read = (buf: GPUBuffer, n: number): Promise<Float32Array> => readF32(ctx, buf, n);
+/** Encodes straight into `enc`, with `position` as the step uniform's p0. */
+const rec = (enc: GPUCommandEncoder, position = 0) => directRecorder(ctx, enc, { position });
 
 function check(name: string, got: Float32Array, want: Float32Array): void {
   assert.equal(got.length, want.length, `${name}: length`);
@@ -62,7 +65,7 @@ test('rmsNorm', async () => {
     const x = randn(rows * n, 3);
     const gain = randn(n, 1, 1);
     const y = zeros(rows * n);
-    await exec((enc) => ops.rmsNorm(ctx, enc, up(x), up(gain), y, rows, n, 1e-6));
+    await exec((enc) => ops.rmsNorm(rec(enc), up(x), up(gain), y, rows, n, 1e-6));
     check(`rmsNorm rows=${rows} n=${n}`, await read(y, rows * n), ref.rmsNorm(x, gain, rows, n, 1e-6));
   }
   // In place (q_norm / k_norm usage: rows = T·heads, n = D).
@@ -71,7 +74,7 @@ test('rmsNorm', async () => {
   const x = randn(rows * n, 2);
   const gain = randn(n, 0.5, 1);
   const xb = up(x);
-  await exec((enc) => ops.rmsNorm(ctx, enc, xb, up(gain), xb, rows, n, 1e-6));
+  await exec((enc) => ops.rmsNorm(rec(enc), xb, up(gain), xb, rows, n, 1e-6));
   check('rmsNorm in place', await read(xb, rows * n), ref.rmsNorm(x, gain, rows, n, 1e-6));
 });
 
@@ -82,7 +85,7 @@ test('rmsNormGated', async () => {
     const z = randn(rows * n, 4);
     const gain = randn(n, 0.5, 1);
     const y = zeros(rows * n);
-    await exec((enc) => ops.rmsNormGated(ctx, enc, up(x), up(z), up(gain), y, rows, n, 1e-6));
+    await exec((enc) => ops.rmsNormGated(rec(enc), up(x), up(z), up(gain), y, rows, n, 1e-6));
     check(`rmsNormGated rows=${rows} n=${n}`, await read(y, rows * n), ref.rmsNormGated(x, z, gain, rows, n, 1e-6));
   }
   const rows = 8;
@@ -91,7 +94,7 @@ test('rmsNormGated', async () => {
   const z = randn(rows * n, 4);
   const gain = randn(n, 0.5, 1);
   const xb = up(x);
-  await exec((enc) => ops.rmsNormGated(ctx, enc, xb, up(z), up(gain), xb, rows, n, 1e-6));
+  await exec((enc) => ops.rmsNormGated(rec(enc), xb, up(z), up(gain), xb, rows, n, 1e-6));
   check('rmsNormGated in place', await read(xb, rows * n), ref.rmsNormGated(x, z, gain, rows, n, 1e-6));
 });
 
@@ -101,7 +104,7 @@ test('element-wise: splitQGate, sigmoidGateMul, swiglu, add', async () => {
   const qg = randn(T * H * 2 * D);
   const q = zeros(T * H * D);
   const gate = zeros(T * H * D);
-  await exec((enc) => ops.splitQGate(ctx, enc, up(qg), q, gate, T, H, D));
+  await exec((enc) => ops.splitQGate(rec(enc), up(qg), q, gate, T, H, D));
   const want = ref.splitQGate(qg, T, H, D);
   check('splitQGate q', await read(q, T * H * D), want.q);
   check('splitQGate gate', await read(gate, T * H * D), want.gate);
@@ -110,18 +113,18 @@ test('element-wise: splitQGate, sigmoidGateMul, swiglu, add', async () => {
   const a = randn(n, 3);
   const g = randn(n, 30); // saturating gates on both sides
   const ab = up(a);
-  await exec((enc) => ops.sigmoidGateMul(ctx, enc, ab, up(g), n));
+  await exec((enc) => ops.sigmoidGateMul(rec(enc), ab, up(g), n));
   check('sigmoidGateMul', await read(ab, n), ref.sigmoidGateMul(a, g));
 
   const gt = randn(777, 30);
   const u = randn(777, 2);
   const out = zeros(777);
-  await exec((enc) => ops.swiglu(ctx, enc, up(gt), up(u), out, 777));
+  await exec((enc) => ops.swiglu(rec(enc), up(gt), up(u), out, 777));
   check('swiglu', await read(out, 777), ref.swiglu(gt, u));
 
   const b = randn(n, 3);
   const ab2 = up(a);
-  await exec((enc) => ops.add(ctx, enc, ab2, up(b), n));
+  await exec((enc) => ops.add(rec(enc), ab2, up(b), n));
   check('add', await read(ab2, n), ref.add(a, b));
 });
 
@@ -138,7 +141,7 @@ test('rope (partial and full rotary dim, large positions)', async () => {
   for (const [T, heads, D, R, p0, theta] of cases) {
     const x = randn(T * heads * D, 2);
     const xb = up(x);
-    await exec((enc) => ops.rope(ctx, enc, xb, T, heads, D, R, p0, theta));
+    await exec((enc) => ops.rope(rec(enc, p0), xb, T, heads, D, R, theta));
     check(`rope T=${T} heads=${heads} D=${D} R=${R} p0=${p0}`, await read(xb, x.length), ref.rope(x, T, heads, D, R, p0, theta));
   }
 });
@@ -175,8 +178,8 @@ test('kvAppend + attention (prefill, continuation, decode, splits)', async () =>
       const v = randn(T * Hkv * D, 2);
       const out = zeros(T * H * D);
       await exec((enc) => {
-        ops.kvAppend(ctx, enc, up(k), up(v), kCache, vCache, T, Hkv, D, p0, maxCtx);
-        ops.attention(ctx, enc, up(q), kCache, vCache, out, T, H, Hkv, D, p0, maxCtx, splits);
+        ops.kvAppend(rec(enc, p0), up(k), up(v), kCache, vCache, T, Hkv, D, maxCtx);
+        ops.attention(rec(enc, p0), up(q), kCache, vCache, out, T, H, Hkv, D, maxCtx, splits);
       });
       cpuAppend(kCpu, k, T, Hkv, D, p0, maxCtx);
       cpuAppend(vCpu, v, T, Hkv, D, p0, maxCtx);
@@ -196,7 +199,7 @@ test('kvAppend + attention (prefill, continuation, decode, splits)', async () =>
   const vCpu = randn(Hkv * maxCtx * D, 2);
   const q = randn(H * D, 2);
   const out = zeros(H * D);
-  await exec((enc) => ops.attention(ctx, enc, up(q), up(kCpu), up(vCpu), out, 1, H, Hkv, D, p0, maxCtx));
+  await exec((enc) => ops.attention(rec(enc, p0), up(q), up(kCpu), up(vCpu), out, 1, H, Hkv, D, maxCtx));
   check(`attention decode H=${H} Hkv=${Hkv} D=${D} p0=${p0}`, await read(out, H * D), ref.attention(q, kCpu, vCpu, 1, H, Hkv, D, p0, maxCtx));
 });
 
@@ -210,7 +213,7 @@ test('conv1dCausal (state carried across calls)', async () => {
     for (const T of [5, 1, 2, 70, 1]) {
       const m = randn(T * C, 2);
       const out = zeros(T * C);
-      await exec((enc) => ops.conv1dCausal(ctx, enc, up(m), state, wb, out, T, C, Kc));
+      await exec((enc) => ops.conv1dCausal(rec(enc), up(m), state, wb, out, T, C, Kc));
       const want = ref.conv1dCausal(m, stateCpu, w, T, C, Kc);
       check(`conv1dCausal C=${C} Kc=${Kc} T=${T} out`, await read(out, T * C), want.out);
       check(`conv1dCausal C=${C} Kc=${Kc} T=${T} state`, await read(state, (Kc - 1) * C), want.state);
@@ -257,7 +260,7 @@ test('gatedDelta (one T-token call, T=1 steps, non-zero state)', async () => {
     const state = up(s0);
     const out = zeros(T * Hv * Dv);
     const [ub, ab, bb, lb, db] = [up(u), up(a), up(b), up(aLog), up(dtBias)];
-    await exec((enc) => ops.gatedDelta(ctx, enc, ub, ab, bb, lb, db, state, out, T, dims, bv));
+    await exec((enc) => ops.gatedDelta(rec(enc), ub, ab, bb, lb, db, state, out, T, dims, bv));
     check(`gatedDelta ${tag} out`, await read(out, T * Hv * Dv), want);
     check(`gatedDelta ${tag} state`, await read(state, s0.length), sRef);
 
@@ -268,7 +271,7 @@ test('gatedDelta (one T-token call, T=1 steps, non-zero state)', async () => {
       const outs = new Float32Array(T * Hv * Dv);
       for (let t = 0; t < T; t++) {
         const o = zeros(Hv * Dv);
-        await exec((enc) => ops.gatedDelta(ctx, enc,
+        await exec((enc) => ops.gatedDelta(rec(enc),
           up(u.subarray(t * convDim, (t + 1) * convDim)), up(a.subarray(t * Hv, (t + 1) * Hv)),
           up(b.subarray(t * Hv, (t + 1) * Hv)), lb, db, state1, o, 1, dims, bv));
         outs.set(await read(o, Hv * Dv), t * Hv * Dv);

@@ -5,6 +5,7 @@
 // ties included. Plus hand-checked reference cases, the PRNG, penalty counts, and a chi-square test of the drawn
 // distribution.
 import '../src/node/shaders-node.ts';
+import { directRecorder } from '../src/gpu/plan.ts';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { getNodeGpu } from '../src/node/dawn.ts';
@@ -101,7 +102,7 @@ async function runSteps(sampler: Sampler, logits: GPUBuffer, steps: Step[]): Pro
   const out = ctx.storage(steps.length * 4, 'sample-test-ids');
   const enc = ctx.device.createCommandEncoder();
   steps.forEach((s, i) => {
-    sampleToken(ctx, enc, sampler, logits, s.params, s.u);
+    sampleToken(directRecorder(ctx, enc), sampler, logits, s.params, s.u);
     enc.copyBufferToBuffer(sampler.ids, 0, out, i * 4, 4);
   });
   ctx.device.queue.submit([enc.finish()]);
@@ -144,9 +145,9 @@ async function scenario(
   const sampler = createSampler(ctx, V, valid);
   const half = Math.floor(ids.length / 2);
   const enc = ctx.device.createCommandEncoder();
-  recordTokens(ctx, enc, sampler, ids.slice(0, half));
+  recordTokens(directRecorder(ctx, enc), sampler, ids.slice(0, half));
   const idBuf = uploadBytes(ctx, new Uint32Array([...ids.slice(half), 0, 0]));
-  recordTokens(ctx, enc, sampler, idBuf, ids.length - half);
+  recordTokens(directRecorder(ctx, enc), sampler, idBuf, ids.length - half);
   ctx.device.queue.submit([enc.finish()]);
 
   const nudges: Nudges = { u: 0, params: 0 };
@@ -349,7 +350,7 @@ test('non-finite logits: the fault word names the lowest NaN / ±inf index and i
   const paths = [P({ temperature: 0 }), P({ temperature: 0.7, topK: 20 }), P({ temperature: 1 })];
   const draw = async (params: SamplingParams) => {
     const enc = ctx.device.createCommandEncoder();
-    sampleToken(ctx, enc, sampler, lbuf, params, 0.375);
+    sampleToken(directRecorder(ctx, enc), sampler, lbuf, params, 0.375);
     ctx.device.queue.submit([enc.finish()]);
     return readSampled(ctx, sampler);
   };
@@ -433,12 +434,12 @@ test('sampleToken / recordTokens reject bad input', async () => {
   const sampler = createSampler(ctx, 16, 16);
   const lbuf = uploadBytes(ctx, new Float32Array(16));
   const enc = ctx.device.createCommandEncoder();
-  assert.throws(() => sampleToken(ctx, enc, sampler, lbuf, OFF, 1), /uniform01/);
-  assert.throws(() => sampleToken(ctx, enc, sampler, lbuf, P({ topK: 1.5 }), 0.5), /topK/);
-  assert.throws(() => sampleToken(ctx, enc, sampler, lbuf, P({ repetitionPenalty: 0 }), 0.5), /repetitionPenalty/);
-  assert.throws(() => sampleToken(ctx, enc, sampler, lbuf, P({ temperature: NaN }), 0.5), /temperature/);
-  assert.throws(() => sampleToken(ctx, enc, sampler, uploadBytes(ctx, new Float32Array(8)), OFF, 0.5), /smaller/);
-  assert.throws(() => recordTokens(ctx, enc, sampler, [1, -2]), /id -2/);
+  assert.throws(() => sampleToken(directRecorder(ctx, enc), sampler, lbuf, OFF, 1), /uniform01/);
+  assert.throws(() => sampleToken(directRecorder(ctx, enc), sampler, lbuf, P({ topK: 1.5 }), 0.5), /topK/);
+  assert.throws(() => sampleToken(directRecorder(ctx, enc), sampler, lbuf, P({ repetitionPenalty: 0 }), 0.5), /repetitionPenalty/);
+  assert.throws(() => sampleToken(directRecorder(ctx, enc), sampler, lbuf, P({ temperature: NaN }), 0.5), /temperature/);
+  assert.throws(() => sampleToken(directRecorder(ctx, enc), sampler, uploadBytes(ctx, new Float32Array(8)), OFF, 0.5), /smaller/);
+  assert.throws(() => recordTokens(directRecorder(ctx, enc), sampler, [1, -2]), /id -2/);
   assert.throws(() => createSampler(ctx, 16, 17), /validVocab/);
   destroySampler(sampler);
 });

@@ -1,9 +1,8 @@
 // OpenAI-style chat completions on top of the engine: template → tokens → prefill (reusing the previous turn's
 // state) → GPU-sampled decode loop → detokenize → reasoning / content / tool-call split → chunks.
 // Platform neutral: the Web Worker and the Node tests drive the same code.
-import {
-  createRng, createSampler, destroySampler, readSampled, recordTokens, resetSampler, sampleToken, type Sampler, type SamplingParams,
-} from '../gpu/sample.ts';
+import { createRng, createSampler, destroySampler, recordTokens, resetSampler, type Sampled, type Sampler, type SamplingParams } from '../gpu/sample.ts';
+import { directRecorder } from '../gpu/plan.ts';
 import { destroySnapshot, type StateSnapshot } from '../model/state.ts';
 import { createDetokenizer, createOutputParser, promptOpensThinking, renderChat } from '../text/index.ts';
 import type { ChatMessage, ParsedToolCall, Tokenizer, ToolDef } from '../text/index.ts';
@@ -43,6 +42,11 @@ export interface ChatSessionOptions {
   modelId: string;
   template: string;
   generation: GenerationDefaults;
+  /**
+   * Queue token t+1 on the GPU before token t is read back (default true): the drawn id feeds the next step on the
+   * GPU, so the CPU's work per token overlaps the GPU's. false waits for each id first (same replies).
+   */
+  pipeline?: boolean;
 }
 
 export interface ChatSession {
@@ -175,43 +179,60 @@ export function createChatSession(engine: Engine, tokenizer: Tokenizer, opts: Ch
     }
     resetSampler(ctx, sampler);
     const enc = ctx.device.createCommandEncoder();
-    recordTokens(ctx, enc, sampler, ids);
+    recordTokens(directRecorder(ctx, enc), sampler, ids);
     ctx.device.queue.submit([enc.finish()]);
 
     /**
      * Runs `tokens` through the engine, keeping `fed` equal to what the sequence holds: on an abort (undefined)
      * that is the chunks that ran, so a later prompt that extends them continues from there.
      */
-    const feed = async <R>(tokens: number[], finish: (e: GPUCommandEncoder, logits: GPUBuffer) => void, read: () => Promise<R>) => {
+    const feed = async (tokens: number[]): Promise<boolean> => {
       const start = engine.position;
       try {
-        const r = await engine.forward(tokens, finish, read, { signal });
+        await engine.forward(tokens, () => {}, async () => undefined, { signal });
         fed.push(...tokens);
-        return { r };
+        return true;
+      } catch (e) {
+        if (!isAbortError(e)) throw e;
+        fed.push(...tokens.slice(0, engine.position - start));
+        return false;
+      }
+    };
+    /** The id drawn after `sampled`; non-finite logits are an error, never token 0. */
+    const checked = (kind: 'prefill' | 'decode', start: number, count: number, s: Sampled): number => {
+      if (s.nonFinite) throw nonFiniteLogitsError(describeStep(kind, start, count), s.nonFinite.index, s.nonFinite.value);
+      return s.id;
+    };
+    /** The first id, after the rest of the prompt; undefined when aborted. */
+    const prefillAndDraw = async (tokens: number[]): Promise<number | undefined> => {
+      const start = engine.position;
+      try {
+        const s = await engine.sample(tokens, sampler, params, rng(), { signal });
+        fed.push(...tokens);
+        return checked('prefill', start, tokens.length, s);
       } catch (e) {
         if (!isAbortError(e)) throw e;
         fed.push(...tokens.slice(0, engine.position - start));
         return undefined;
       }
     };
-    /** The id sampled after `tokens`, undefined when aborted; non-finite logits are an error, never token 0. */
-    const step = async (kind: 'prefill' | 'decode', tokens: number[]): Promise<number | undefined> => {
+    /**
+     * Queues the decode step that feeds the last queued draw (it stays on the GPU) and draws the next one. The
+     * caller adds the fed token to `fed` once it knows it.
+     */
+    const queueDecode = (): Promise<number> => {
       const start = engine.position;
-      const done = await feed(tokens, (e, logits) => sampleToken(ctx, e, sampler, logits, params, rng()), () => readSampled(ctx, sampler));
-      if (!done) return undefined;
-      const bad = done.r.nonFinite;
-      if (bad) throw nonFiniteLogitsError(describeStep(kind, start, tokens.length), bad.index, bad.value);
-      return done.r.id;
+      return engine.sample('sampled', sampler, params, rng()).then((s) => checked('decode', start, 1, s));
     };
 
     const t0 = now();
     let aborted = false;
     if (shared.length > reused) {
-      aborted = !(await feed(ids.slice(reused, shared.length), () => {}, async () => undefined));
+      aborted = !(await feed(ids.slice(reused, shared.length)));
     }
     // The snapshot moves only once the whole shared history is in: an abort before leaves the previous one intact.
     if (!aborted && shared.length >= reused) promptPoint = { tokens: shared, snap: engine.snapshot(promptPoint?.snap) };
-    let next = aborted ? undefined : await step('prefill', ids.slice(Math.max(reused, shared.length)));
+    let next = aborted ? undefined : await prefillAndDraw(ids.slice(Math.max(reused, shared.length)));
     // A stop that arrives while the prompt's last chunk runs still means no token.
     if (next === undefined || signal?.aborted) aborted = true;
     const tFirst = now();
@@ -229,16 +250,33 @@ export function createChatSession(engine: Engine, tokenizer: Tokenizer, opts: Ch
       }
     };
 
-    while (next !== undefined && !aborted && generated < maxTokens) {
-      if (eos.has(next)) { finish = 'stop'; break; }
-      generated++;
-      const { out, stopped } = stopper.push(detok.push(next));
-      if (out) emit(out);
-      if (stopped) { finish = 'stop'; stoppedByString = true; break; }
-      if (signal?.aborted) { finish = 'abort'; break; }
-      if (generated >= maxTokens) break;
-      next = await step('decode', [next]);
-      if (next === undefined) finish = 'abort';
+    // With the pipeline, `ahead` is the step feeding `next`, queued before `next` was read back: the GPU works on
+    // it while this loop detokenizes. When `next` turns out to end the reply, that step's draw is dropped; the
+    // sequence keeps `next` (it is in `fed`), and the next turn reuses it only if its prompt continues with it.
+    let ahead: Promise<number> | undefined;
+    const pipelined = opts.pipeline !== false;
+    try {
+      while (next !== undefined && !aborted && generated < maxTokens) {
+        if (eos.has(next)) { finish = 'stop'; break; }
+        generated++;
+        const { out, stopped } = stopper.push(detok.push(next));
+        if (out) emit(out);
+        if (stopped) { finish = 'stop'; stoppedByString = true; break; }
+        if (signal?.aborted) { finish = 'abort'; break; }
+        if (generated >= maxTokens) break;
+        const current = ahead ?? queueDecode(); // feeds `next`
+        ahead = undefined;
+        fed.push(next);
+        // The token `current` draws is number generated + 1; a step feeding it is needed only if one may follow.
+        if (pipelined && generated + 1 < maxTokens && !signal?.aborted) ahead = queueDecode();
+        next = await current;
+      }
+    } finally {
+      // The step queued ahead fed `next` and still runs on the GPU: wait for it, so the sequence is settled.
+      if (ahead) {
+        await ahead.catch(() => {});
+        if (next !== undefined) fed.push(next);
+      }
     }
     // Release what the detokenizer and the stop matcher held back, unless a stop string already ended the text.
     if (!stoppedByString) {

@@ -1,11 +1,21 @@
-// The platform-neutral engine: a GPU device and a byte source in, logits and greedy tokens out.
-// One command encoder per forward call (a decode step or one prefill chunk); logits are the only readback.
+// The platform-neutral engine: a GPU device and a byte source in, logits and sampled tokens out.
+// Each forward call (a decode step or one prefill chunk) is one command buffer with one compute pass, replayed
+// from a StepPlan recorded once per token count (src/gpu/plan.ts): after load, a decode token creates no GPU
+// object. Every pipeline is compiled at load. The only readbacks are logits or the sampled id, through staging
+// buffers made once.
 import type { GpuContext } from '../gpu/context.ts';
-import { readF32 } from '../gpu/context.ts';
+import {
+  collectKernels, compileKernels, createStepBuffer, destroyPlan, directRecorder, recordPlan, replayPlan, writeStep,
+  type Recorder, type StepPlan,
+} from '../gpu/plan.ts';
+import {
+  copySampled, createSampler, destroySampler, encodeSample, readStaged, recordTokens, writeSampleParams,
+  type Sampled, type Sampler, type SamplingParams,
+} from '../gpu/sample.ts';
 import type { ModelConfig } from '../format/config.ts';
 import type { ByteSource } from '../format/safetensors.ts';
 import { openCheckpoint, type Checkpoint } from '../format/checkpoint.ts';
-import { createScratch, destroyScratch, encodeForward, type ModelWeights, type Scratch } from '../model/qwen35.ts';
+import { createScratch, destroyScratch, recordForward, type ModelWeights, type Scratch } from '../model/qwen35.ts';
 import {
   createSequenceState, destroySequenceState, resetSequenceState, restoreSnapshot, stateBytes, takeSnapshot,
   type SequenceState, type StateSnapshot,
@@ -19,6 +29,13 @@ export interface EngineOptions {
   prefillChunk?: number;
   /** Called while weights upload: bytes done / total. */
   onProgress?: (done: number, total: number, tensor: string) => void;
+  /** Called while the kernels compile (after the upload): pipelines done / total. */
+  onCompileProgress?: (done: number, total: number) => void;
+  /**
+   * 'plan' (default): forwards replay prebuilt step plans. 'direct': every call encodes afresh, one compute pass
+   * per dispatch with new uniforms and bind groups (the reference the plans are tested against; slow).
+   */
+  encoding?: 'plan' | 'direct';
 }
 
 export interface ForwardOptions {
@@ -29,6 +46,11 @@ export interface ForwardOptions {
   signal?: AbortSignal;
   /** Called as prefill chunks finish on the GPU: tokens done of the total. */
   onProgress?: (done: number, total: number) => void;
+  /**
+   * Tests and debugging: commands encoded between the last chunk's forward and the sampling (it splits their
+   * compute pass in two), e.g. to plant a value in the logits.
+   */
+  tapLogits?: (enc: GPUCommandEncoder, logits: GPUBuffer) => void;
 }
 
 /** What forward rejects with when its signal was aborted. */
@@ -75,9 +97,18 @@ export interface Engine {
    * (GPU sampling); resolves with `read()` (e.g. the 4-byte sampled id). Nothing else is read back.
    */
   forward<R>(
-    ids: number[], finish: (enc: GPUCommandEncoder, logits: GPUBuffer) => void, read: () => Promise<R>, opts?: ForwardOptions,
+    ids: number[], finish: (rec: Recorder, logits: GPUBuffer) => void, read: () => Promise<R>, opts?: ForwardOptions,
   ): Promise<R>;
+  /**
+   * Feeds `ids`, or with 'sampled' the token `sampler` drew in the previous call (it never leaves the GPU), then
+   * samples the next token on the GPU. A single-chunk call has queued all its work when it returns, so the caller
+   * may queue the next 'sampled' step before awaiting this one: the GPU then runs token t while the CPU prepares
+   * t+1. Resolves with the id (and the fault word) once read back.
+   */
+  sample(ids: number[] | 'sampled', sampler: Sampler, params: SamplingParams, u: number, opts?: ForwardOptions): Promise<Sampled>;
   readonly gpu: GpuContext;
+  /** Plans recorded so far, and the dispatches of the decode plan (the bench reports them). */
+  readonly plans: { recorded: number; decodeDispatches: number };
   /** Starts a new sequence. */
   reset(): void;
   /** Remembers the current point of the sequence (GDN/conv state + position); reuses `into`'s buffers if given. */
@@ -144,15 +175,65 @@ export async function loadEngine(ctx: GpuContext, source: ByteSource, opts: Engi
     destroyModelWeights(weights);
     throw e;
   }
+  const step = createStepBuffer(ctx);
+  const logitsStaging = ctx.device.createBuffer({
+    label: 'logits-staging', size: cfg.vocabSize * 4, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ,
+  });
+  const direct = opts.encoding === 'direct';
+  const forwardOf = (T: number) => (rec: Recorder) => recordForward(rec, cfg, weights, state, scratch, T);
 
-  /**
-   * Runs the forward over `ids` (in prefill chunks), then `finish(enc, logits)` in the last chunk's encoder, then
-   * `read()`. Error scopes turn a validation or out-of-memory failure into an exception instead of garbage output.
-   */
-  async function forward<R>(
-    ids: number[], finish: (enc: GPUCommandEncoder, logits: GPUBuffer) => void, read: () => Promise<R>,
-    fopts: ForwardOptions = {},
-  ): Promise<R> {
+  // Compile every pipeline a forward or the sampler can use now, so no message waits for a compiler: the token
+  // counts below cover each kernel variant (matvec / multi-token / GEMM by M, attention row blocks by T·group).
+  const probe = createSampler(ctx, cfg.vocabSize, cfg.vocabSize);
+  try {
+    const counts = new Set<number>([prefillChunk]);
+    for (let T = 1; T <= Math.min(prefillChunk, 64); T++) counts.add(T);
+    const kernels = collectKernels(ctx, step, [
+      ...[...counts].map(forwardOf),
+      (rec) => encodeSample(rec, probe, scratch.logits),
+      (rec) => recordTokens(rec, probe, scratch.ids, 1),
+    ]);
+    await compileKernels(ctx, kernels, opts.onCompileProgress);
+  } finally {
+    destroySampler(probe);
+  }
+
+  // Plans by token count. The decode plan (T = 1) is made now and kept; prefill plans are made on first use and
+  // the least recently used ones dropped beyond PLAN_CACHE.
+  const PLAN_CACHE = 8;
+  const plans = new Map<number, StepPlan>();
+  const stats = { recorded: 0, decodeDispatches: 0 };
+  const planFor = (T: number): StepPlan => {
+    let plan = plans.get(T);
+    if (plan) {
+      plans.delete(T);
+    } else {
+      plan = recordPlan(ctx, step, `forward T=${T}`, forwardOf(T));
+      stats.recorded++;
+      for (const [t, old] of plans) {
+        if (plans.size < PLAN_CACHE || t === 1) continue;
+        plans.delete(t);
+        destroyPlan(old);
+        break;
+      }
+    }
+    plans.set(T, plan);
+    return plan;
+  };
+  const samplePlans = new WeakMap<Sampler, StepPlan>();
+  const samplePlanFor = (sampler: Sampler): StepPlan => {
+    let plan = samplePlans.get(sampler);
+    if (!plan) {
+      plan = recordPlan(ctx, step, 'sample', (rec) => encodeSample(rec, sampler, scratch.logits));
+      samplePlans.set(sampler, plan);
+    }
+    return plan;
+  };
+  if (!direct) stats.decodeDispatches = planFor(1).dispatches.length;
+  /** The sampler whose last draw sits in scratch.ids[0], ready for a 'sampled' step. */
+  let drawnBy: Sampler | undefined;
+
+  function checkIds(ids: number[]): void {
     if (ids.length === 0) throw new Error('prefill needs at least one token id');
     for (const id of ids) {
       if (!Number.isInteger(id) || id < 0 || id >= cfg.vocabSize) {
@@ -164,49 +245,153 @@ export async function loadEngine(ctx: GpuContext, source: ByteSource, opts: Engi
         `context overflow: ${state.position} tokens in the sequence + ${ids.length} new > context length ${contextLength}`,
       );
     }
-    const { signal, onProgress } = fopts;
-    // Chunks are queued back to back unless someone watches them: then each is waited for, so an abort can land
-    // between two of them (nothing else runs while the loop only queues work).
-    const paced = signal !== undefined || onProgress !== undefined;
+  }
+
+  /**
+   * Queues the forward of `T` tokens at the current position (ids already written, or staying on the GPU) and
+   * advances the position. `sampler` adds its draw to the same pass, `finish` one-off work on the logits, and
+   * `after` commands after the pass (copies to staging).
+   */
+  function queueForward(
+    T: number, label: string, sampler?: Sampler, after?: (enc: GPUCommandEncoder) => void,
+    finish?: (rec: Recorder, logits: GPUBuffer) => void, tap?: ForwardOptions['tapLogits'],
+  ): void {
+    writeStep(ctx, step, { position: state.position });
+    const enc = ctx.device.createCommandEncoder({ label });
+    if (direct) {
+      const rec = directRecorder(ctx, enc, step);
+      forwardOf(T)(rec);
+      tap?.(enc, scratch.logits);
+      if (sampler) encodeSample(rec, sampler, scratch.logits);
+    } else {
+      let pass = enc.beginComputePass({ label });
+      replayPlan(pass, planFor(T));
+      if (tap) {
+        pass.end();
+        tap(enc, scratch.logits);
+        pass = enc.beginComputePass({ label: `${label} sample` });
+      }
+      if (sampler) replayPlan(pass, samplePlanFor(sampler));
+      pass.end();
+    }
+    finish?.(directRecorder(ctx, enc, step), scratch.logits);
+    after?.(enc);
+    ctx.device.queue.submit([enc.finish()]);
+    state.position += T;
+  }
+
+  /** Error scopes around synchronous GPU calls: a validation or out-of-memory error becomes an exception. */
+  function scoped(fn: () => void): Promise<void> {
     ctx.device.pushErrorScope('out-of-memory');
     ctx.device.pushErrorScope('validation');
-    let result: R | undefined;
     let thrown: unknown;
     try {
-      for (let start = 0; start < ids.length; start += prefillChunk) {
-        if (signal?.aborted) throw new AbortError(`forward aborted after ${start} of ${ids.length} tokens`);
-        const chunk = ids.slice(start, start + prefillChunk);
-        ctx.device.queue.writeBuffer(scratch.ids, 0, new Uint32Array(chunk));
-        const enc = ctx.device.createCommandEncoder({ label: `forward ${state.position}+${chunk.length}` });
-        encodeForward(ctx, enc, cfg, weights, state, scratch, chunk.length);
-        if (start + prefillChunk >= ids.length) finish(enc, scratch.logits);
-        ctx.device.queue.submit([enc.finish()]);
-        state.position += chunk.length;
-        if (paced && start + prefillChunk < ids.length) {
-          await ctx.device.queue.onSubmittedWorkDone();
-          onProgress?.(start + chunk.length, ids.length);
-        }
-      }
-      result = await read();
-      onProgress?.(ids.length, ids.length);
+      fn();
     } catch (e) {
       thrown = e;
     }
-    const validation = await ctx.device.popErrorScope();
-    const oom = await ctx.device.popErrorScope();
-    if (thrown) throw thrown;
-    const err = validation ?? oom;
-    if (err) throw new Error(`GPU error during the forward pass: ${err.message}`);
-    return result!;
+    const validation = ctx.device.popErrorScope();
+    const oom = ctx.device.popErrorScope();
+    return Promise.all([validation, oom]).then(([v, o]) => {
+      if (thrown) throw thrown;
+      const err = v ?? o;
+      if (err) throw new Error(`GPU error during the forward pass: ${err.message}`);
+    });
   }
 
+  /**
+   * Runs ids through the model in prefill chunks; the last chunk gets `last`. Chunks are queued back to back
+   * unless someone watches them: then each is waited for, so an abort can land between two of them.
+   */
+  async function chunks(ids: number[], fopts: ForwardOptions, last: (T: number, label: string) => void): Promise<void> {
+    checkIds(ids);
+    drawnBy = undefined;
+    const { signal, onProgress } = fopts;
+    const paced = signal !== undefined || onProgress !== undefined;
+    for (let start = 0; start < ids.length; start += prefillChunk) {
+      if (signal?.aborted) throw new AbortError(`forward aborted after ${start} of ${ids.length} tokens`);
+      const chunk = ids.slice(start, start + prefillChunk);
+      const label = `forward ${state.position}+${chunk.length}`;
+      const isLast = start + prefillChunk >= ids.length;
+      const queued = scoped(() => {
+        ctx.device.queue.writeBuffer(scratch.ids, 0, new Uint32Array(chunk));
+        if (isLast) last(chunk.length, label);
+        else queueForward(chunk.length, label);
+      });
+      if (paced && !isLast) {
+        await queued;
+        await ctx.device.queue.onSubmittedWorkDone();
+        onProgress?.(start + chunk.length, ids.length);
+      } else {
+        await queued;
+      }
+    }
+  }
+
+  async function forward<R>(
+    ids: number[], finish: (rec: Recorder, logits: GPUBuffer) => void, read: () => Promise<R>,
+    fopts: ForwardOptions = {},
+  ): Promise<R> {
+    await chunks(ids, fopts, (T, label) => queueForward(T, label, undefined, undefined, finish));
+    const r = await read();
+    fopts.onProgress?.(ids.length, ids.length);
+    return r;
+  }
+
+  let logitsBusy = false;
   /** The logits after `ids`, refused when any is NaN or ±inf (they would print as invalid JSON or argmax to 0). */
-  async function run(kind: 'prefill' | 'decode', ids: number[], fopts?: ForwardOptions): Promise<Float32Array> {
+  async function run(kind: 'prefill' | 'decode', ids: number[], fopts: ForwardOptions = {}): Promise<Float32Array> {
+    if (logitsBusy) throw new Error(`${kind}: the previous logits are still being read back; await it first`);
     const start = state.position;
-    const logits = await forward(ids, () => {}, () => readF32(ctx, scratch.logits, cfg.vocabSize), fopts);
-    const bad = firstNonFiniteValue(logits);
-    if (bad >= 0) throw nonFiniteLogitsError(describeStep(kind, start, ids.length), bad, logits[bad]);
-    return logits;
+    logitsBusy = true;
+    try {
+      await chunks(ids, fopts, (T, label) => queueForward(T, label, undefined, (enc) => {
+        enc.copyBufferToBuffer(scratch.logits, 0, logitsStaging, 0, cfg.vocabSize * 4);
+      }));
+      await logitsStaging.mapAsync(GPUMapMode.READ);
+      const logits = new Float32Array(logitsStaging.getMappedRange().slice(0));
+      logitsStaging.unmap();
+      fopts.onProgress?.(ids.length, ids.length);
+      const bad = firstNonFiniteValue(logits);
+      if (bad >= 0) throw nonFiniteLogitsError(describeStep(kind, start, ids.length), bad, logits[bad]);
+      return logits;
+    } finally {
+      logitsBusy = false;
+    }
+  }
+
+  function sample(
+    ids: number[] | 'sampled', sampler: Sampler, params: SamplingParams, u: number, fopts: ForwardOptions = {},
+  ): Promise<Sampled> {
+    let slot = -1;
+    const queueLast = (T: number, label: string) => {
+      writeSampleParams(ctx, sampler, params, u);
+      queueForward(T, label, sampler, (enc) => {
+        slot = copySampled(enc, sampler);
+        // The draw also becomes the next step's input, without a round trip through the CPU.
+        enc.copyBufferToBuffer(sampler.ids, 0, scratch.ids, 0, 4);
+      }, undefined, fopts.tapLogits);
+      drawnBy = sampler;
+    };
+    if (ids === 'sampled') {
+      // Synchronous up to the submit, so a caller can queue the next step before awaiting this one.
+      if (drawnBy !== sampler) {
+        return Promise.reject(new Error("sample('sampled'): the last forward did not end with a draw of this sampler"));
+      }
+      if (state.position + 1 > contextLength) {
+        return Promise.reject(new Error(`context overflow: ${state.position} tokens in the sequence + 1 new > context length ${contextLength}`));
+      }
+      const queued = scoped(() => queueLast(1, `decode ${state.position}`));
+      return queued.then(() => readStaged(sampler, slot), (e) => {
+        if (slot >= 0) void readStaged(sampler, slot).catch(() => {});
+        throw e;
+      });
+    }
+    return chunks(ids, fopts, queueLast).then(async () => {
+      const r = await readStaged(sampler, slot);
+      fopts.onProgress?.(ids.length, ids.length);
+      return r;
+    });
   }
 
   const engine: Engine = {
@@ -217,13 +402,19 @@ export async function loadEngine(ctx: GpuContext, source: ByteSource, opts: Engi
     prefill: (ids, fopts) => run('prefill', ids, fopts),
     decode: (id) => run('decode', [id]),
     forward,
+    sample,
     gpu: ctx,
-    reset() { resetSequenceState(ctx, state); },
+    plans: stats,
+    reset() {
+      drawnBy = undefined;
+      resetSequenceState(ctx, state);
+    },
     snapshot: (into) => takeSnapshot(ctx, state, into),
     restore(snap) {
       if (snap.buffers.length !== state.layers.filter((l) => l.kind === 'linear').length * 2) {
         throw new Error('snapshot belongs to another model');
       }
+      drawnBy = undefined;
       restoreSnapshot(ctx, state, snap);
     },
     async generate(ids, maxTokens, gopts = {}) {
@@ -240,6 +431,10 @@ export async function loadEngine(ctx: GpuContext, source: ByteSource, opts: Engi
       return out;
     },
     dispose() {
+      for (const plan of plans.values()) destroyPlan(plan);
+      plans.clear();
+      step.destroy();
+      logitsStaging.destroy();
       destroyScratch(scratch);
       destroySequenceState(state);
       destroyModelWeights(weights);

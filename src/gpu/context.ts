@@ -13,6 +13,10 @@ export interface GpuContext {
   limits: GPUSupportedLimits;
   /** Compute pipeline for `code` (WGSL text), cached by the text and constants. */
   pipeline(code: string, constants?: Record<string, number>, entryPoint?: string): GPUComputePipeline;
+  /** The same pipeline compiled with createComputePipelineAsync (load time), into the same cache. */
+  pipelineAsync(code: string, constants?: Record<string, number>, entryPoint?: string): Promise<GPUComputePipeline>;
+  /** Pipelines created so far (the bench counts compilations after load). */
+  readonly pipelinesCreated: number;
   /** A small uniform buffer holding `data` (u32/i32/f32 words), for one dispatch's parameters. */
   uniform(data: ArrayBufferView): GPUBuffer;
   /** Storage buffer of `bytes` bytes (rounded up to 4), usable as copy source and destination. */
@@ -42,7 +46,17 @@ export async function requestGpuDevice(adapter: GPUAdapter): Promise<GPUDevice> 
 
 export function createGpuContext(device: GPUDevice): GpuContext {
   const cache = new Map<string, GPUComputePipeline>();
+  const inFlight = new Map<string, Promise<GPUComputePipeline>>();
   const modules = new Map<string, GPUShaderModule>();
+  let created = 0;
+  const moduleOf = (code: string): GPUShaderModule => {
+    let module = modules.get(code);
+    if (!module) {
+      module = device.createShaderModule({ code });
+      modules.set(code, module);
+    }
+    return module;
+  };
   const features: GpuFeatures = {
     subgroups: device.features.has('subgroups'),
     shaderF16: device.features.has('shader-f16'),
@@ -56,19 +70,33 @@ export function createGpuContext(device: GPUDevice): GpuContext {
       const key = `${entryPoint}\u0000${JSON.stringify(constants)}\u0000${code}`;
       let p = cache.get(key);
       if (!p) {
-        let module = modules.get(code);
-        if (!module) {
-          module = device.createShaderModule({ code });
-          modules.set(code, module);
-        }
-        p = device.createComputePipeline({
-          layout: 'auto',
-          compute: { module, entryPoint, constants },
-        });
+        p = device.createComputePipeline({ layout: 'auto', compute: { module: moduleOf(code), entryPoint, constants } });
+        created++;
         cache.set(key, p);
       }
       return p;
     },
+    async pipelineAsync(code, constants = {}, entryPoint = 'main') {
+      const key = `${entryPoint}\u0000${JSON.stringify(constants)}\u0000${code}`;
+      const have = cache.get(key);
+      if (have) return have;
+      let p = inFlight.get(key);
+      if (!p) {
+        p = device.createComputePipelineAsync({ layout: 'auto', compute: { module: moduleOf(code), entryPoint, constants } });
+        inFlight.set(key, p);
+      }
+      try {
+        const pipeline = await p;
+        if (!cache.has(key)) {
+          cache.set(key, pipeline);
+          created++;
+        }
+        return cache.get(key)!;
+      } finally {
+        inFlight.delete(key);
+      }
+    },
+    get pipelinesCreated() { return created; },
     uniform(data) {
       const size = Math.max(16, Math.ceil(data.byteLength / 16) * 16);
       const buf = device.createBuffer({ size, usage: GPUBufferUsage.UNIFORM, mappedAtCreation: true });

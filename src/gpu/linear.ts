@@ -1,7 +1,8 @@
 // Linear layers on the GPU: MLX affine-quantised or raw float weights, kept exactly as packed on disk (spec §5.2-5.3),
 // multiplied by f32 activations. Decode (small M) runs a matvec that reads every weight word once per token;
 // prefill (larger M) runs a 64 × 64 tiled GEMM that dequantises each weight tile once per 64 tokens.
-import { dispatch, grid2d, type GpuContext } from './context.ts';
+import { grid2d, type GpuContext } from './context.ts';
+import type { Binding, Kernel, Recorder } from './plan.ts';
 import { shader } from './shaders.ts';
 
 export type ScaleDtype = 'bf16' | 'f16' | 'f32';
@@ -195,14 +196,14 @@ function kernelText(files: string[], opts: { subgroups?: boolean; scalarXBinding
  * x offsets that are multiples of 4 floats get 16-byte x loads.
  */
 export function linear(
-  ctx: GpuContext,
-  enc: GPUCommandEncoder,
+  rec: Recorder,
   lin: GpuLinear,
   x: GPUBuffer,
   y: GPUBuffer,
   M: number,
   opts: { xOffset?: number; yOffset?: number } = {},
 ): void {
+  const { ctx } = rec;
   if (M <= 0) return;
   const xOff = opts.xOffset ?? 0;
   const yOff = opts.yOffset ?? 0;
@@ -219,24 +220,24 @@ export function linear(
   // Float kernels read x as vec4 only when every row of x starts on a 16-byte boundary.
   const floatX = xOff % 4 === 0 && lin.cols % 4 === 0 ? undefined : 2;
 
-  let pipeline: GPUComputePipeline;
+  let kernel: Kernel;
   let rowsPerGroup = TILE;
   if (tiled) {
-    pipeline = f.kind === 'affine'
-      ? ctx.pipeline(kernelText(['qcommon', 'qmatmul']), affineConstants(f))
-      : ctx.pipeline(kernelText(['matvec_float', 'qreduce_wg'], { scalarXBinding: floatX }), { WDT: DTYPE_CODE[f.dtype] }, 'matmul');
+    kernel = f.kind === 'affine'
+      ? { code: kernelText(['qcommon', 'qmatmul']), constants: affineConstants(f) }
+      : { code: kernelText(['matvec_float', 'qreduce_wg'], { scalarXBinding: floatX }), constants: { WDT: DTYPE_CODE[f.dtype] }, entry: 'matmul' };
   } else if (f.kind === 'affine') {
     const { tpr, slots, subgroups } = matvecShape(ctx, lin.cols / 32);
     const code = kernelText(['qcommon', 'qmatvec', subgroups ? 'qreduce_sg' : 'qreduce_wg'], {
       subgroups,
       scalarXBinding: xOff % 4 === 0 ? undefined : 4,
     });
-    pipeline = ctx.pipeline(code, { ...affineConstants(f), TPR: tpr, SLOTS: slots });
+    kernel = { code, constants: { ...affineConstants(f), TPR: tpr, SLOTS: slots } };
     rowsPerGroup = slots * ROWS_PER_SLOT;
   } else {
     const { tpr, slots, subgroups } = matvecShape(ctx, Math.ceil(lin.cols / 8));
     const code = kernelText(['matvec_float', subgroups ? 'qreduce_sg' : 'qreduce_wg'], { subgroups, scalarXBinding: floatX });
-    pipeline = ctx.pipeline(code, { WDT: DTYPE_CODE[f.dtype], TPR: tpr, SLOTS: slots }, 'matvec');
+    kernel = { code, constants: { WDT: DTYPE_CODE[f.dtype], TPR: tpr, SLOTS: slots }, entry: 'matvec' };
     rowsPerGroup = slots * ROWS_PER_SLOT;
   }
   const zGroups = tiled ? Math.ceil(M / TILE) : M;
@@ -245,27 +246,28 @@ export function linear(
   }
 
   for (const p of lin.parts) {
-    const params = ctx.uniform(new Uint32Array([p.rows, lin.cols, M, xOff, yOff + p.rowStart, lin.rows, 0, 0]));
-    const buffers = f.kind === 'affine' ? [params, p.weight, p.scales!, p.biases!, x, y] : [params, p.weight, x, y];
+    const params = rec.params(new Uint32Array([p.rows, lin.cols, M, xOff, yOff + p.rowStart, lin.rows, 0, 0]));
+    const buffers: Binding[] = f.kind === 'affine' ? [params, p.weight, p.scales!, p.biases!, x, y] : [params, p.weight, x, y];
     const [gx, gy] = grid2d(ctx, Math.ceil(p.rows / rowsPerGroup));
-    dispatch(ctx, enc, pipeline, buffers, [gx, gy, zGroups], `${lin.name}${tiled ? ' gemm' : ' matvec'}`);
+    rec.dispatch(kernel, { ...buffers }, [gx, gy, zGroups], `${lin.name}${tiled ? ' gemm' : ' matvec'}`);
   }
 }
 
 /** out[T, cols] = dequantised rows ids[t] of lin (the embedding table); ids is a u32 storage buffer. */
-export function embedGather(ctx: GpuContext, enc: GPUCommandEncoder, lin: GpuLinear, ids: GPUBuffer, out: GPUBuffer, T: number): void {
+export function embedGather(rec: Recorder, lin: GpuLinear, ids: GPUBuffer, out: GPUBuffer, T: number): void {
+  const { ctx } = rec;
   if (T <= 0) return;
   if (ids.size < T * 4 || out.size < T * lin.cols * 4) {
     throw new Error(`embedGather "${lin.name}": ids (${ids.size} bytes) or out (${out.size} bytes) too small for T=${T} × ${lin.cols}`);
   }
   const f = lin.format;
-  const pipeline = f.kind === 'affine'
-    ? ctx.pipeline(kernelText(['qcommon', 'qembed']), affineConstants(f))
-    : ctx.pipeline(shader('embed'), { WDT: DTYPE_CODE[f.dtype] });
+  const kernel: Kernel = f.kind === 'affine'
+    ? { code: kernelText(['qcommon', 'qembed']), constants: affineConstants(f) }
+    : { code: shader('embed'), constants: { WDT: DTYPE_CODE[f.dtype] } };
   const threads = T * (f.kind === 'affine' ? lin.cols / 32 : lin.cols);
   for (const p of lin.parts) {
-    const params = ctx.uniform(new Uint32Array([p.rows, lin.cols, T, p.rowStart]));
-    const buffers = f.kind === 'affine' ? [params, p.weight, p.scales!, p.biases!, ids, out] : [params, p.weight, ids, out];
-    dispatch(ctx, enc, pipeline, buffers, grid2d(ctx, Math.ceil(threads / 64)), `${lin.name} embed`);
+    const params = rec.params(new Uint32Array([p.rows, lin.cols, T, p.rowStart]));
+    const buffers: Binding[] = f.kind === 'affine' ? [params, p.weight, p.scales!, p.biases!, ids, out] : [params, p.weight, ids, out];
+    rec.dispatch(kernel, { ...buffers }, Math.ceil(threads / 64), `${lin.name} embed`);
   }
 }

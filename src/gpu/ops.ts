@@ -1,7 +1,10 @@
 // Wrappers for the non-matmul kernels of the forward pass (spec §3): norms, RoPE, attention, conv, gated delta,
-// element-wise ops. Each encodes compute passes into `enc`; nothing is submitted or read back here.
+// element-wise ops. Each describes its dispatches to a Recorder (src/gpu/plan.ts); nothing is submitted or read back
+// here, and no GPU object is created per call except through the recorder. Kernels that depend on the position
+// (RoPE, KV append, attention) read it from the recorder's step uniform, so one recording serves every position.
 // Semantics are those of the same-named functions in src/model/reference-ops.ts. All tensors are f32.
-import { grid2d, type GpuContext } from './context.ts';
+import type { GpuContext } from './context.ts';
+import { STEP_BINDING, type Binding, type Recorder } from './plan.ts';
 import { shader } from './shaders.ts';
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -10,7 +13,7 @@ import { shader } from './shaders.ts';
 /** A uniform field written as f32 (everything else is u32). */
 interface F32 { f32: number }
 
-function params(ctx: GpuContext, fields: Array<number | F32>): GPUBuffer {
+function params(rec: Recorder, fields: Array<number | F32>): Binding {
   const words = Math.ceil(fields.length / 4) * 4;
   const buf = new ArrayBuffer(words * 4);
   const u = new Uint32Array(buf);
@@ -19,42 +22,31 @@ function params(ctx: GpuContext, fields: Array<number | F32>): GPUBuffer {
     if (typeof v === 'number') u[i] = v;
     else f[i] = v.f32;
   });
-  return ctx.uniform(u);
+  return rec.params(u);
 }
 
 /**
- * One compute pass with one dispatch. Bindings are given by number because each entry point of a multi-kernel
- * .wgsl file uses its own subset (the 'auto' layout only contains what the entry point touches).
- * `groups` workgroups are laid out 2-D; the kernels rebuild the flat index as x + y·num_workgroups.x.
+ * One dispatch. Bindings are given by number because each entry point of a multi-kernel .wgsl file uses its own
+ * subset (the 'auto' layout only contains what the entry point touches). `groups` workgroups are laid out 2-D;
+ * the kernels rebuild the flat index as x + y·num_workgroups.x.
  */
 function run(
-  ctx: GpuContext, enc: GPUCommandEncoder, pipeline: GPUComputePipeline,
-  bindings: Record<number, GPUBuffer>, groups: number, label: string,
+  rec: Recorder, code: string, entry: string, constants: Record<string, number>,
+  bindings: Record<number, Binding>, groups: number, label: string,
 ): void {
   if (groups <= 0) return;
-  const [x, y] = grid2d(ctx, groups);
-  const bindGroup = ctx.device.createBindGroup({
-    layout: pipeline.getBindGroupLayout(0),
-    entries: Object.entries(bindings).map(([binding, buffer]) => ({ binding: Number(binding), resource: { buffer } })),
-  });
-  const pass = enc.beginComputePass({ label });
-  pass.setPipeline(pipeline);
-  pass.setBindGroup(0, bindGroup);
-  pass.dispatchWorkgroups(x, y);
-  pass.end();
+  rec.dispatch({ code, entry, constants }, bindings, groups, label);
 }
 
 const pow2ceil = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 const ELEMENTWISE_WG = 256; // matches WG in elementwise.wgsl, rope.wgsl, conv1d.wgsl
 
 function elementwise(
-  ctx: GpuContext, enc: GPUCommandEncoder, entry: string, bindings: Record<number, GPUBuffer>,
-  n: number, fields: number[] = [],
+  rec: Recorder, entry: string, bindings: Record<number, Binding>, n: number, fields: number[] = [],
 ): void {
   if (n <= 0) return;
-  const p = params(ctx, [n, ...fields, 0, 0, 0, 0, 0, 0, 0].slice(0, 8));
-  run(ctx, enc, ctx.pipeline(shader('elementwise'), {}, entry), { 0: p, ...bindings },
-    Math.ceil(n / ELEMENTWISE_WG), entry);
+  const p = params(rec, [n, ...fields, 0, 0, 0, 0, 0, 0, 0].slice(0, 8));
+  run(rec, shader('elementwise'), entry, {}, { 0: p, ...bindings }, Math.ceil(n / ELEMENTWISE_WG), entry);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -66,30 +58,30 @@ function normWorkgroup(n: number): number {
 
 /** Per row of n: y = gain ⊙ x / sqrt(mean(x²) + eps). y may be x. */
 export function rmsNorm(
-  ctx: GpuContext, enc: GPUCommandEncoder, x: GPUBuffer, gain: GPUBuffer, y: GPUBuffer,
+  rec: Recorder, x: GPUBuffer, gain: GPUBuffer, y: GPUBuffer,
   rows: number, n: number, eps: number,
 ): void {
-  const p = params(ctx, [rows, n, { f32: eps }, 0]);
+  const p = params(rec, [rows, n, { f32: eps }, 0]);
   const constants = { WG: normWorkgroup(n) };
   if (x === y) {
-    run(ctx, enc, ctx.pipeline(shader('norm'), constants, 'rms_norm_inplace'), { 0: p, 2: gain, 3: y }, rows, 'rmsNorm');
+    run(rec, shader('norm'), 'rms_norm_inplace', constants, { 0: p, 2: gain, 3: y }, rows, 'rmsNorm');
   } else {
-    run(ctx, enc, ctx.pipeline(shader('norm'), constants, 'rms_norm'), { 0: p, 1: x, 2: gain, 3: y }, rows, 'rmsNorm');
+    run(rec, shader('norm'), 'rms_norm', constants, { 0: p, 1: x, 2: gain, 3: y }, rows, 'rmsNorm');
   }
 }
 
 /** Per row of n: y = gain ⊙ x / sqrt(mean(x²) + eps) ⊙ silu(z). y may be x. */
 export function rmsNormGated(
-  ctx: GpuContext, enc: GPUCommandEncoder, x: GPUBuffer, z: GPUBuffer, gain: GPUBuffer, y: GPUBuffer,
+  rec: Recorder, x: GPUBuffer, z: GPUBuffer, gain: GPUBuffer, y: GPUBuffer,
   rows: number, n: number, eps: number,
 ): void {
-  const p = params(ctx, [rows, n, { f32: eps }, 0]);
+  const p = params(rec, [rows, n, { f32: eps }, 0]);
   const constants = { WG: normWorkgroup(n) };
   if (x === y) {
-    run(ctx, enc, ctx.pipeline(shader('norm'), constants, 'rms_norm_gated_inplace'),
+    run(rec, shader('norm'), 'rms_norm_gated_inplace', constants,
       { 0: p, 2: gain, 3: y, 4: z }, rows, 'rmsNormGated');
   } else {
-    run(ctx, enc, ctx.pipeline(shader('norm'), constants, 'rms_norm_gated'),
+    run(rec, shader('norm'), 'rms_norm_gated', constants,
       { 0: p, 1: x, 2: gain, 3: y, 4: z }, rows, 'rmsNormGated');
   }
 }
@@ -99,24 +91,24 @@ export function rmsNormGated(
 
 /** qg [T, H, 2D] → q [T, H, D] (first D of each head) and gate [T, H, D] (next D). */
 export function splitQGate(
-  ctx: GpuContext, enc: GPUCommandEncoder, qg: GPUBuffer, q: GPUBuffer, gate: GPUBuffer, T: number, H: number, D: number,
+  rec: Recorder, qg: GPUBuffer, q: GPUBuffer, gate: GPUBuffer, T: number, H: number, D: number,
 ): void {
-  elementwise(ctx, enc, 'split_q_gate', { 2: qg, 4: q, 5: gate }, T * H * D, [T, H, D]);
+  elementwise(rec, 'split_q_gate', { 2: qg, 4: q, 5: gate }, T * H * D, [T, H, D]);
 }
 
 /** a ← a ⊙ sigmoid(gate). */
-export function sigmoidGateMul(ctx: GpuContext, enc: GPUCommandEncoder, a: GPUBuffer, gate: GPUBuffer, n: number): void {
-  elementwise(ctx, enc, 'sigmoid_gate_mul', { 1: a, 2: gate }, n);
+export function sigmoidGateMul(rec: Recorder, a: GPUBuffer, gate: GPUBuffer, n: number): void {
+  elementwise(rec, 'sigmoid_gate_mul', { 1: a, 2: gate }, n);
 }
 
 /** out = silu(gate) ⊙ up. */
-export function swiglu(ctx: GpuContext, enc: GPUCommandEncoder, gate: GPUBuffer, up: GPUBuffer, out: GPUBuffer, n: number): void {
-  elementwise(ctx, enc, 'swiglu', { 2: gate, 3: up, 4: out }, n);
+export function swiglu(rec: Recorder, gate: GPUBuffer, up: GPUBuffer, out: GPUBuffer, n: number): void {
+  elementwise(rec, 'swiglu', { 2: gate, 3: up, 4: out }, n);
 }
 
 /** a ← a + b. */
-export function add(ctx: GpuContext, enc: GPUCommandEncoder, a: GPUBuffer, b: GPUBuffer, n: number): void {
-  elementwise(ctx, enc, 'add', { 1: a, 2: b }, n);
+export function add(rec: Recorder, a: GPUBuffer, b: GPUBuffer, n: number): void {
+  elementwise(rec, 'add', { 1: a, 2: b }, n);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -150,32 +142,34 @@ function ropeTable(ctx: GpuContext, R: number, theta: number): GPUBuffer {
 }
 
 /**
- * In place on x [T, heads, D]: token t at position p0 + t, rotate-half pairs (i, i + R/2), i < R/2,
- * θ = pos · theta^(−2i/R). Dims ≥ R untouched.
+ * In place on x [T, heads, D]: token t at position p0 + t (p0 from the step uniform), rotate-half pairs
+ * (i, i + R/2), i < R/2, θ = pos · theta^(−2i/R). Dims ≥ R untouched.
  */
 export function rope(
-  ctx: GpuContext, enc: GPUCommandEncoder, x: GPUBuffer, T: number, heads: number, D: number,
-  rotaryDim: number, p0: number, theta: number,
+  rec: Recorder, x: GPUBuffer, T: number, heads: number, D: number, rotaryDim: number, theta: number,
 ): void {
   if (rotaryDim % 2 !== 0 || rotaryDim > D) throw new Error(`rope: rotaryDim ${rotaryDim} must be even and ≤ D ${D}`);
   const half = rotaryDim / 2;
   const n = T * heads * half;
   if (n === 0) return;
-  const p = params(ctx, [n, heads, D, half, p0, 0, 0, 0]);
-  run(ctx, enc, ctx.pipeline(shader('rope'), {}, 'rope'), { 0: p, 1: x, 2: ropeTable(ctx, rotaryDim, theta) },
+  const p = params(rec, [n, heads, D, half, 0, 0, 0, 0]);
+  run(rec, shader('rope'), 'rope', {}, { 0: p, 1: x, 2: ropeTable(rec.ctx, rotaryDim, theta), [STEP_BINDING]: rec.step },
     Math.ceil(n / ELEMENTWISE_WG), 'rope');
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // attention
 
-/** k, v [T, Hkv, D] → caches [Hkv, maxCtx, D] at positions p0 .. p0+T−1. */
+/**
+ * k, v [T, Hkv, D] → caches [Hkv, maxCtx, D] at positions p0 .. p0+T−1 (p0 from the step uniform; the engine
+ * checks p0 + T ≤ maxCtx before every call).
+ */
 export function kvAppend(
-  ctx: GpuContext, enc: GPUCommandEncoder, k: GPUBuffer, v: GPUBuffer, kCache: GPUBuffer, vCache: GPUBuffer,
-  T: number, Hkv: number, D: number, p0: number, maxCtx: number,
+  rec: Recorder, k: GPUBuffer, v: GPUBuffer, kCache: GPUBuffer, vCache: GPUBuffer,
+  T: number, Hkv: number, D: number, maxCtx: number,
 ): void {
-  if (p0 + T > maxCtx) throw new Error(`kvAppend: positions up to ${p0 + T} exceed the cache (${maxCtx})`);
-  elementwise(ctx, enc, 'kv_append', { 2: k, 3: v, 4: kCache, 5: vCache }, T * Hkv * D, [T, Hkv, D, p0, maxCtx]);
+  if (T > maxCtx) throw new Error(`kvAppend: ${T} tokens exceed the cache (${maxCtx})`);
+  elementwise(rec, 'kv_append', { 2: k, 3: v, 4: kCache, 5: vCache, [STEP_BINDING]: rec.step }, T * Hkv * D, [T, Hkv, D, 0, maxCtx]);
 }
 
 const ATTN_TPR = 32;
@@ -203,47 +197,51 @@ function scratch(ctx: GpuContext, accFloats: number, mlFloats: number): { acc: G
 }
 
 /**
- * Causal GQA attention. q [T, H, D]; caches [Hkv, maxCtx, D] holding positions 0..p0+T−1; out [T, H, D].
- * `splits` overrides the key-split heuristic (tests; 1 = no split pass).
+ * The key splits of attention for T query tokens of a cache of maxCtx rows: enough workgroups to fill a large GPU
+ * at the longest context, each split at least ATTN_MIN_SPLIT_KEYS keys there. Fixed per recording, so it depends
+ * on the capacity, not on the position; at short positions the trailing splits are empty and cost little.
+ */
+export function attentionSplits(T: number, H: number, Hkv: number, maxCtx: number): number {
+  const rows = T * (H / Hkv);
+  const base = Math.ceil(rows / Math.min(8, pow2ceil(rows))) * Hkv;
+  const n = Math.min(Math.ceil(ATTN_TARGET_WORKGROUPS / base), Math.ceil(maxCtx / ATTN_MIN_SPLIT_KEYS));
+  return Math.max(1, Math.min(n, ATTN_MAX_SPLITS, Math.ceil(maxCtx / ATTN_BK)));
+}
+
+/**
+ * Causal GQA attention. q [T, H, D]; caches [Hkv, maxCtx, D] holding positions 0..p0+T−1 (p0 from the step
+ * uniform); out [T, H, D]. `splits` overrides attentionSplits (tests; 1 = no split pass).
  */
 export function attention(
-  ctx: GpuContext, enc: GPUCommandEncoder, q: GPUBuffer, kCache: GPUBuffer, vCache: GPUBuffer, out: GPUBuffer,
-  T: number, H: number, Hkv: number, D: number, p0: number, maxCtx: number, splits?: number,
+  rec: Recorder, q: GPUBuffer, kCache: GPUBuffer, vCache: GPUBuffer, out: GPUBuffer,
+  T: number, H: number, Hkv: number, D: number, maxCtx: number, splits?: number,
 ): void {
   if (T === 0) return;
   if (H % Hkv !== 0) throw new Error(`attention: H ${H} is not a multiple of Hkv ${Hkv}`);
   if (D > ATTN_MAX_D) throw new Error(`attention: head dim ${D} > ${ATTN_MAX_D} is not supported`);
-  if (p0 + T > maxCtx) throw new Error(`attention: positions up to ${p0 + T} exceed the cache (${maxCtx})`);
+  if (T > maxCtx) throw new Error(`attention: ${T} tokens exceed the cache (${maxCtx})`);
   const group = H / Hkv;
   const rows = T * group;
   const BQ = Math.min(8, pow2ceil(rows));
   const rowBlocks = Math.ceil(rows / BQ);
   const base = rowBlocks * Hkv;
-  const kvLen = p0 + T;
+  const nsplit = Math.max(1, Math.min(splits ?? attentionSplits(T, H, Hkv, maxCtx), ATTN_MAX_SPLITS));
 
-  let nsplit = splits ?? Math.min(
-    Math.ceil(ATTN_TARGET_WORKGROUPS / base),
-    Math.ceil(kvLen / ATTN_MIN_SPLIT_KEYS),
-  );
-  nsplit = Math.max(1, Math.min(nsplit, ATTN_MAX_SPLITS, Math.ceil(kvLen / ATTN_BK)));
-  const splitLen = Math.ceil(Math.ceil(kvLen / nsplit) / ATTN_BK) * ATTN_BK;
-  nsplit = Math.ceil(kvLen / splitLen);
-
-  const p = params(ctx, [T, H, Hkv, group, p0, maxCtx, splitLen, nsplit, rowBlocks, { f32: 1 / Math.sqrt(D) }, 0, 0]);
+  const p = params(rec, [T, H, Hkv, group, 0, maxCtx, 0, nsplit, rowBlocks, { f32: 1 / Math.sqrt(D) }, 0, 0]);
   const split = nsplit > 1;
   const constants = { D, BQ, TPR: ATTN_TPR, BK: ATTN_BK, E: Math.ceil(D / ATTN_TPR), SPLIT: split ? 1 : 0 };
-  const pipeline = ctx.pipeline(shader('attention'), constants, 'attn');
+  const code = shader('attention');
   const groups = base * nsplit;
-  const s = scratch(ctx, split ? nsplit * T * H * D : 1, split ? nsplit * T * H * 2 : 1);
+  const s = scratch(rec.ctx, split ? nsplit * T * H * D : 1, split ? nsplit * T * H * 2 : 1);
+  const common = { 0: p, 1: q, 2: kCache, 3: vCache, 5: s.ml, [STEP_BINDING]: rec.step };
   if (!split) {
     // `ml` is referenced (under a constant-false branch) so the layout still wants it bound.
-    run(ctx, enc, pipeline, { 0: p, 1: q, 2: kCache, 3: vCache, 4: out, 5: s.ml }, groups, 'attention');
+    run(rec, code, 'attn', constants, { ...common, 4: out }, groups, 'attention');
     return;
   }
-  run(ctx, enc, pipeline, { 0: p, 1: q, 2: kCache, 3: vCache, 4: s.acc, 5: s.ml }, groups, 'attention');
-  const cp = params(ctx, [T * H, nsplit, D, 0]);
-  run(ctx, enc, ctx.pipeline(shader('attention'), {}, 'attn_combine'), { 6: cp, 7: s.acc, 8: s.ml, 9: out },
-    T * H, 'attention-combine');
+  run(rec, code, 'attn', constants, { ...common, 4: s.acc }, groups, 'attention');
+  const cp = params(rec, [T * H, nsplit, D, 0]);
+  run(rec, code, 'attn_combine', {}, { 6: cp, 7: s.acc, 8: s.ml, 9: out }, T * H, 'attention-combine');
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -254,15 +252,15 @@ export function attention(
  * cat(state, m); w [C, Kc] (w[c, Kc−1] multiplies the current token); out [T, C].
  */
 export function conv1dCausal(
-  ctx: GpuContext, enc: GPUCommandEncoder, m: GPUBuffer, state: GPUBuffer, w: GPUBuffer, out: GPUBuffer,
+  rec: Recorder, m: GPUBuffer, state: GPUBuffer, w: GPUBuffer, out: GPUBuffer,
   T: number, C: number, Kc: number,
 ): void {
   if (T === 0) return;
-  const p = params(ctx, [T, C, Kc, 0]);
-  run(ctx, enc, ctx.pipeline(shader('conv1d'), {}, 'conv_out'), { 0: p, 1: m, 2: w, 3: out, 5: state },
+  const p = params(rec, [T, C, Kc, 0]);
+  run(rec, shader('conv1d'), 'conv_out', {}, { 0: p, 1: m, 2: w, 3: out, 5: state },
     Math.ceil((T * C) / ELEMENTWISE_WG), 'conv1d');
   if (Kc > 1) {
-    run(ctx, enc, ctx.pipeline(shader('conv1d'), {}, 'conv_state'), { 0: p, 1: m, 4: state },
+    run(rec, shader('conv1d'), 'conv_state', {}, { 0: p, 1: m, 4: state },
       Math.ceil(C / ELEMENTWISE_WG), 'conv1d-state');
   }
 }
@@ -278,7 +276,7 @@ const GDN_MAXR = 32; // MAXR in gated_delta.wgsl
  * `columnsPerWorkgroup` overrides the state tile width (tests).
  */
 export function gatedDelta(
-  ctx: GpuContext, enc: GPUCommandEncoder, u: GPUBuffer, a: GPUBuffer, b: GPUBuffer, aLog: GPUBuffer,
+  rec: Recorder, u: GPUBuffer, a: GPUBuffer, b: GPUBuffer, aLog: GPUBuffer,
   dtBias: GPUBuffer, state: GPUBuffer, out: GPUBuffer, T: number, dims: GdnDims, columnsPerWorkgroup?: number,
 ): void {
   const { Hk, Hv, Dk, Dv } = dims;
@@ -292,7 +290,6 @@ export function gatedDelta(
   if (!Number.isInteger(NS) || RPT > GDN_MAXR) throw new Error(`gatedDelta: unsupported Dk ${Dk} with ${BV} columns per workgroup`);
   const tiles = Math.ceil(Dv / BV);
   const keyDim = Hk * Dk;
-  const p = params(ctx, [T, Hv, Hv / Hk, 2 * keyDim + Hv * Dv, keyDim, tiles, 0, 0]);
-  const pipeline = ctx.pipeline(shader('gated_delta'), { DK: Dk, DV: Dv, BV, NS, RPT }, 'gated_delta');
-  run(ctx, enc, pipeline, { 0: p, 1: u, 2: a, 3: b, 4: aLog, 5: dtBias, 6: state, 7: out }, Hv * tiles, 'gatedDelta');
+  const p = params(rec, [T, Hv, Hv / Hk, 2 * keyDim + Hv * Dv, keyDim, tiles, 0, 0]);
+  run(rec, shader('gated_delta'), 'gated_delta', { DK: Dk, DV: Dv, BV, NS, RPT }, { 0: p, 1: u, 2: a, 3: b, 4: aLog, 5: dtBias, 6: state, 7: out }, Hv * tiles, 'gatedDelta');
 }

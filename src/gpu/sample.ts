@@ -8,7 +8,12 @@
 // short reduction; sampling is a gather and an in-workgroup sort when the candidates or the top-k set fit the
 // workgroup, else 8-round searches (one pass over the keys per round) for top-k, top-p and the draw. The uniform
 // draw u comes from the caller (createRng below), so a seed reproduces a run.
-import { grid2d, readBuffer, type GpuContext } from './context.ts';
+//
+// For the decode loop the dispatches are recorded once (encodeSample binds the sampler's own parameter uniform,
+// which writeSampleParams fills per token) and the id comes back through a ring of staging buffers, so a token
+// creates no GPU object. sampleToken is the one-off form with its own parameters.
+import { readBuffer, type GpuContext } from './context.ts';
+import type { Binding, Recorder } from './plan.ts';
 import { shader } from './shaders.ts';
 
 export interface SamplingParams {
@@ -42,7 +47,17 @@ export interface Sampler {
   readonly keys: GPUBuffer;
   readonly parts: GPUBuffer;
   readonly nparts: number;
+  /** The Params uniform that encodeSample binds and writeSampleParams fills (64 bytes). */
+  readonly params: GPUBuffer;
+  /** Staging ring for the 8-byte result (copySampled / readStaged); a slot is free again once read. */
+  staging: GPUBuffer[];
+  /** The ring's next slot. */
+  nextStaging: number;
+  readonly device: GPUDevice;
 }
+
+/** Sampled ids in flight at once, at most (the decode loop keeps two). */
+export const STAGING_SLOTS = 4;
 
 // Prep workgroups. Enough for a pass this small on a GPU; SwiftShader pays per workgroup (barrier fibers).
 const MAX_PARTS = 64;
@@ -70,12 +85,18 @@ export function createSampler(ctx: GpuContext, vocabSize: number, validVocab: nu
     keys: ctx.storage(vocabSize * 4, 'sampler-keys'),
     parts: ctx.storage(nparts * 16, 'sampler-parts'),
     nparts,
+    params: ctx.device.createBuffer({ label: 'sampler-params', size: 64, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST }),
+    staging: Array.from({ length: STAGING_SLOTS }, (_, i) => ctx.device.createBuffer({
+      label: `sampler-staging-${i}`, size: 8, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ,
+    })),
+    nextStaging: 0,
+    device: ctx.device,
   };
 }
 
 /** Frees the sampler's buffers; it must not be used afterwards. */
 export function destroySampler(sampler: Sampler): void {
-  for (const b of [sampler.ids, sampler.counts, sampler.keys, sampler.parts]) b.destroy();
+  for (const b of [sampler.ids, sampler.counts, sampler.keys, sampler.parts, sampler.params, ...sampler.staging]) b.destroy();
 }
 
 /** Forgets every recorded token (a new conversation). Ordered before any work submitted after it. */
@@ -89,9 +110,8 @@ export function resetSampler(ctx: GpuContext, sampler: Sampler): void {
  * Adds ids to the penalty counts: the prompt, or tokens not produced by sampleToken (which counts its own).
  * `ids` is a list or a GPU buffer of u32 (its first `n` elements; all of it by default). Ids ≥ vocabSize are ignored.
  */
-export function recordTokens(
-  ctx: GpuContext, enc: GPUCommandEncoder, sampler: Sampler, ids: number[] | GPUBuffer, n?: number,
-): void {
+export function recordTokens(rec: Recorder, sampler: Sampler, ids: number[] | GPUBuffer, n?: number): void {
+  const { ctx } = rec;
   let buf: GPUBuffer;
   let count: number;
   if (Array.isArray(ids)) {
@@ -112,25 +132,40 @@ export function recordTokens(
     if (count * 4 > ids.size) throw new Error(`recordTokens: n ${count} exceeds the buffer (${ids.size} bytes)`);
     if (count === 0) return;
   }
-  const p = uniformParams(ctx, { V: sampler.vocabSize, n: count });
-  const groups = grid2d(ctx, Math.ceil(count / RECORD_WG));
-  pass(ctx, enc, ctx.pipeline(shader('sample'), {}, 'record'), { 0: p, 9: buf, 10: sampler.counts }, groups, 'sample-record');
+  const p = rec.params(paramWords({ V: sampler.vocabSize, n: count }));
+  rec.dispatch({ code: shader('sample'), entry: 'record' }, { 0: p, 9: buf, 10: sampler.counts }, Math.ceil(count / RECORD_WG), 'sample-record');
 }
 
 /**
  * Samples one token from `logits` (f32 [vocabSize], at offset 0) with the sampler's counts, writes it to
  * sampler.ids and counts it. u ∈ [0, 1) is the caller's uniform draw (f32-representable values reproduce
- * sampleReference exactly; createRng yields such values).
+ * sampleReference exactly; createRng yields such values). The parameters go into a uniform of their own.
  */
-export function sampleToken(
-  ctx: GpuContext, enc: GPUCommandEncoder, sampler: Sampler, logits: GPUBuffer, params: SamplingParams, uniform01: number,
-): void {
-  checkParams(params, uniform01);
+export function sampleToken(rec: Recorder, sampler: Sampler, logits: GPUBuffer, params: SamplingParams, uniform01: number): void {
+  encodeSample(rec, sampler, logits, rec.params(sampleWords(sampler, params, uniform01)));
+}
+
+/** Queues the parameters the next replay of encodeSample's dispatches uses (ordered with submits). */
+export function writeSampleParams(ctx: GpuContext, sampler: Sampler, params: SamplingParams, uniform01: number): void {
+  ctx.device.queue.writeBuffer(sampler.params, 0, sampleWords(sampler, params, uniform01));
+}
+
+/** The sampling dispatches over `logits`, reading their parameters from `p` (default: sampler.params). */
+export function encodeSample(rec: Recorder, sampler: Sampler, logits: GPUBuffer, p: Binding = sampler.params): void {
   if (logits.size < sampler.vocabSize * 4) {
     throw new Error(`sampleToken: logits buffer (${logits.size} bytes) is smaller than vocabSize ${sampler.vocabSize} f32`);
   }
+  const code = shader('sample');
+  rec.dispatch({ code, entry: 'prep', constants: { WG_PREP: prepWorkgroup(sampler.vocabSize) } },
+    { 0: p, 1: logits, 2: sampler.counts, 3: sampler.keys, 4: sampler.parts }, [sampler.nparts, 1], 'sample-prep');
+  rec.dispatch({ code, entry: 'select_token', constants: { WG: selectWorkgroup(rec.ctx, sampler.vocabSize) } },
+    { 0: p, 5: sampler.keys, 6: sampler.parts, 7: sampler.counts, 8: sampler.ids }, [1, 1], 'sample-select');
+}
+
+function sampleWords(sampler: Sampler, params: SamplingParams, uniform01: number): Uint32Array<ArrayBuffer> {
+  checkParams(params, uniform01);
   const greedy = !(params.temperature >= GREEDY_TEMPERATURE);
-  const p = uniformParams(ctx, {
+  return paramWords({
     V: sampler.vocabSize,
     valid: sampler.validVocab,
     nparts: sampler.nparts,
@@ -146,11 +181,44 @@ export function sampleToken(
     invRep: 1 / params.repetitionPenalty,
     presence: params.presencePenalty,
   });
-  const shaderCode = shader('sample');
-  pass(ctx, enc, ctx.pipeline(shaderCode, { WG_PREP: prepWorkgroup(sampler.vocabSize) }, 'prep'),
-    { 0: p, 1: logits, 2: sampler.counts, 3: sampler.keys, 4: sampler.parts }, [sampler.nparts, 1], 'sample-prep');
-  pass(ctx, enc, ctx.pipeline(shaderCode, { WG: selectWorkgroup(ctx, sampler.vocabSize) }, 'select_token'),
-    { 0: p, 5: sampler.keys, 6: sampler.parts, 7: sampler.counts, 8: sampler.ids }, [1, 1], 'sample-select');
+}
+
+/**
+ * Copies the sampled id and fault word into a free staging slot (after the sampling dispatches, outside a pass)
+ * and returns the slot for readStaged. The ring holds STAGING_SLOTS buffers made with the sampler; only a caller
+ * with more ids in flight than that makes it grow.
+ */
+export function copySampled(enc: GPUCommandEncoder, sampler: Sampler): number {
+  let slot = sampler.nextStaging;
+  if (busySlots.has(sampler.staging[slot])) {
+    slot = sampler.staging.findIndex((b) => !busySlots.has(b));
+    if (slot < 0) {
+      slot = sampler.staging.length;
+      sampler.staging.push(sampler.device.createBuffer({
+        label: `sampler-staging-${slot}`, size: 8, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ,
+      }));
+    }
+  }
+  const buf = sampler.staging[slot];
+  busySlots.add(buf);
+  enc.copyBufferToBuffer(sampler.ids, 0, buf, 0, 8);
+  sampler.nextStaging = (slot + 1) % sampler.staging.length;
+  return slot;
+}
+
+const busySlots = new WeakSet<GPUBuffer>();
+
+/** Reads a slot filled by copySampled (after its command buffer was submitted) and frees it. */
+export async function readStaged(sampler: Sampler, slot: number): Promise<Sampled> {
+  const buf = sampler.staging[slot];
+  try {
+    await buf.mapAsync(GPUMapMode.READ);
+    const [id, fault] = new Uint32Array(buf.getMappedRange().slice(0));
+    buf.unmap();
+    return decodeSampled(id, fault);
+  } finally {
+    busySlots.delete(buf);
+  }
 }
 
 /** What the last sampleToken produced: the id, and the first logit that was NaN or ±inf if any was. */
@@ -223,13 +291,13 @@ interface SampleUniform {
 }
 
 /** The Params struct of sample.wgsl. */
-function uniformParams(ctx: GpuContext, f: SampleUniform): GPUBuffer {
+function paramWords(f: SampleUniform): Uint32Array<ArrayBuffer> {
   const buf = new ArrayBuffer(64);
   const u = new Uint32Array(buf);
   const x = new Float32Array(buf);
   u.set([f.V, f.valid ?? 0, f.nparts ?? 0, f.greedy ?? 0, f.topK ?? 0, f.useTopP ?? 0, f.useMinP ?? 0, f.n ?? 0]);
   x.set([f.topP ?? 1, f.minP ?? 0, f.invT ?? 1, f.u ?? 0, f.rep ?? 1, f.invRep ?? 1, f.presence ?? 0], 8);
-  return ctx.uniform(u);
+  return u;
 }
 
 // Workgroup sizes grow with the vocabulary: a small one gains nothing from more invocations, and SwiftShader's
@@ -248,19 +316,4 @@ function selectWorkgroup(ctx: GpuContext, vocabSize: number): number {
   // red, rk and ri, res, four broadcast words and the gather counter
   while (wg > 128 && (wg > vocabSize / 32 || wg > inv || wg > sx || RED_BYTES + 8 * wg + 16 * 4 + 20 > mem)) wg /= 2;
   return wg;
-}
-
-function pass(
-  ctx: GpuContext, enc: GPUCommandEncoder, pipeline: GPUComputePipeline, bindings: Record<number, GPUBuffer>,
-  groups: [number, number], label: string,
-): void {
-  const bindGroup = ctx.device.createBindGroup({
-    layout: pipeline.getBindGroupLayout(0),
-    entries: Object.entries(bindings).map(([binding, buffer]) => ({ binding: Number(binding), resource: { buffer } })),
-  });
-  const cp = enc.beginComputePass({ label });
-  cp.setPipeline(pipeline);
-  cp.setBindGroup(0, bindGroup);
-  cp.dispatchWorkgroups(groups[0], groups[1]);
-  cp.end();
 }

@@ -1,9 +1,12 @@
 // The Qwen3.5 / 3.6 dense forward pass on our WGSL kernels. Reads like spec §3: one function per block, each
 // line one kernel. No kernel gets the same buffer twice (WebGPU forbids aliasing a writable binding).
-// Everything for one call goes into the caller's command encoder.
+// The forward is described to a Recorder (src/gpu/plan.ts): the engine records it once per token count into a
+// StepPlan and replays that for every call, so nothing here may depend on the position (kernels read it from the
+// recorder's step uniform).
 import { dims, type ModelConfig } from '../format/config.ts';
 import type { GpuContext } from '../gpu/context.ts';
 import { embedGather, linear, type GpuLinear } from '../gpu/linear.ts';
+import type { Recorder } from '../gpu/plan.ts';
 import {
   add, attention, conv1dCausal, gatedDelta, kvAppend, rmsNorm, rmsNormGated, rope, sigmoidGateMul, splitQGate, swiglu,
 } from '../gpu/ops.ts';
@@ -51,7 +54,7 @@ export interface Scratch {
   logits: GPUBuffer;
 }
 
-export function createScratch(ctx: GpuContext, cfg: ModelConfig, maxTokens: number, logitRows = 1): Scratch {
+export function createScratch(ctx: GpuContext, cfg: ModelConfig, maxTokens: number): Scratch {
   const { convDim, valueDim } = dims(cfg);
   const T = maxTokens;
   const f = (n: number, label: string) => ctx.storage(n * 4, label);
@@ -69,7 +72,7 @@ export function createScratch(ctx: GpuContext, cfg: ModelConfig, maxTokens: numb
     attn: f(T * attnWidth, 'attn_out'),
     mlpGate: f(T * cfg.intermediateSize, 'mlp_gate'), mlpUp: f(T * cfg.intermediateSize, 'mlp_up'),
     mlpAct: f(T * cfg.intermediateSize, 'mlp_act'),
-    logits: f(Math.max(1, logitRows) * cfg.vocabSize, 'logits'),
+    logits: f(cfg.vocabSize, 'logits'),
   };
 }
 
@@ -78,78 +81,74 @@ export function destroyScratch(s: Scratch): void {
 }
 
 export interface ForwardPass {
-  ctx: GpuContext; enc: GPUCommandEncoder; cfg: ModelConfig; w: ModelWeights; state: SequenceState; s: Scratch;
-  /** Tokens in this call. */
+  rec: Recorder; cfg: ModelConfig; w: ModelWeights; state: SequenceState; s: Scratch;
+  /** Tokens in this call (their ids are in s.ids; the first one's position is in the step uniform). */
   T: number;
-  /** Position of the first of them. */
-  p0: number;
 }
 
 /**
- * Encodes the forward of `T` tokens whose ids are already in s.ids, starting at state.position.
- * Writes the logits of the last token (or of every token when `allLogits`) into s.logits.
+ * Records the forward of `T` tokens whose ids are in s.ids, the first at the step uniform's position.
+ * Writes the logits of the last token into s.logits.
  */
-export function encodeForward(
-  ctx: GpuContext, enc: GPUCommandEncoder, cfg: ModelConfig, w: ModelWeights, state: SequenceState, s: Scratch,
-  T: number, allLogits = false,
+export function recordForward(
+  rec: Recorder, cfg: ModelConfig, w: ModelWeights, state: SequenceState, s: Scratch, T: number,
 ): void {
-  const f: ForwardPass = { ctx, enc, cfg, w, state, s, T, p0: state.position };
+  if (T > s.maxTokens) throw new Error(`recordForward: ${T} tokens exceed the scratch buffers (${s.maxTokens})`);
+  const f: ForwardPass = { rec, cfg, w, state, s, T };
   const d = cfg.hiddenSize;
-  embedGather(ctx, enc, w.embed, s.ids, s.h, T);
+  embedGather(rec, w.embed, s.ids, s.h, T);
   w.layers.forEach((layer, i) => {
-    rmsNorm(ctx, enc, s.h, layer.inputNorm, s.x, T, d, cfg.rmsNormEps);
+    rmsNorm(rec, s.h, layer.inputNorm, s.x, T, d, cfg.rmsNormEps);
     if (layer.kind === 'linear') gatedDeltaNet(f, layer, state.layers[i] as LinearLayerState);
     else gatedAttention(f, layer, state.layers[i] as FullLayerState);
-    add(ctx, enc, s.h, s.blockOut, T * d);
-    rmsNorm(ctx, enc, s.h, layer.postNorm, s.x, T, d, cfg.rmsNormEps);
+    add(rec, s.h, s.blockOut, T * d);
+    rmsNorm(rec, s.h, layer.postNorm, s.x, T, d, cfg.rmsNormEps);
     mlp(f, layer.mlp);
-    add(ctx, enc, s.h, s.blockOut, T * d);
+    add(rec, s.h, s.blockOut, T * d);
   });
-  const rows = allLogits ? T : 1;
-  const first = T - rows;
-  rmsNorm(ctx, enc, s.h, w.finalNorm, s.x, T, d, cfg.rmsNormEps);
-  linear(ctx, enc, w.lmHead, s.x, s.logits, rows, { xOffset: first * d });
+  rmsNorm(rec, s.h, w.finalNorm, s.x, T, d, cfg.rmsNormEps);
+  linear(rec, w.lmHead, s.x, s.logits, 1, { xOffset: (T - 1) * d });
 }
 
 /** Spec §3.5: projections → causal conv + SiLU → gated delta rule → gated RMSNorm → out_proj, into s.blockOut. */
 function gatedDeltaNet(f: ForwardPass, l: LinearAttnWeights, st: LinearLayerState): void {
-  const { ctx, enc, cfg, s, T } = f;
+  const { rec, cfg, s, T } = f;
   const { convDim } = dims(cfg);
-  linear(ctx, enc, l.inProjQkv, s.x, s.m, T);
-  linear(ctx, enc, l.inProjZ, s.x, s.z, T);
-  linear(ctx, enc, l.inProjB, s.x, s.b, T);
-  linear(ctx, enc, l.inProjA, s.x, s.a, T);
-  conv1dCausal(ctx, enc, s.m, st.conv, l.conv, s.u, T, convDim, cfg.convKernel);
-  gatedDelta(ctx, enc, s.u, s.a, s.b, l.aLog, l.dtBias, st.recurrent, s.o, T, {
+  linear(rec, l.inProjQkv, s.x, s.m, T);
+  linear(rec, l.inProjZ, s.x, s.z, T);
+  linear(rec, l.inProjB, s.x, s.b, T);
+  linear(rec, l.inProjA, s.x, s.a, T);
+  conv1dCausal(rec, s.m, st.conv, l.conv, s.u, T, convDim, cfg.convKernel);
+  gatedDelta(rec, s.u, s.a, s.b, l.aLog, l.dtBias, st.recurrent, s.o, T, {
     Hk: cfg.linearNumKeyHeads, Hv: cfg.linearNumValueHeads, Dk: cfg.linearKeyHeadDim, Dv: cfg.linearValueHeadDim,
   });
-  rmsNormGated(ctx, enc, s.o, s.z, l.norm, s.oNorm, T * cfg.linearNumValueHeads, cfg.linearValueHeadDim, cfg.rmsNormEps);
-  linear(ctx, enc, l.outProj, s.oNorm, s.blockOut, T);
+  rmsNormGated(rec, s.o, s.z, l.norm, s.oNorm, T * cfg.linearNumValueHeads, cfg.linearValueHeadDim, cfg.rmsNormEps);
+  linear(rec, l.outProj, s.oNorm, s.blockOut, T);
 }
 
 /** Spec §3.4: q/gate split → q_norm/k_norm → partial RoPE → KV append → causal GQA → σ(gate) → o_proj. */
 function gatedAttention(f: ForwardPass, l: FullAttnWeights, st: FullLayerState): void {
-  const { ctx, enc, cfg, s, T, p0, state } = f;
+  const { rec, cfg, s, T, state } = f;
   const { numHeads: H, numKvHeads: Hkv, headDim: D, rotaryDim: R, ropeTheta, rmsNormEps: eps } = cfg;
-  linear(ctx, enc, l.q, s.x, s.qg, T);
-  linear(ctx, enc, l.k, s.x, s.k, T);
-  linear(ctx, enc, l.v, s.x, s.v, T);
-  splitQGate(ctx, enc, s.qg, s.q, s.gate, T, H, D);
-  rmsNorm(ctx, enc, s.q, l.qNorm, s.qNormed, T * H, D, eps);
-  rmsNorm(ctx, enc, s.k, l.kNorm, s.kNormed, T * Hkv, D, eps);
-  rope(ctx, enc, s.qNormed, T, H, D, R, p0, ropeTheta);
-  rope(ctx, enc, s.kNormed, T, Hkv, D, R, p0, ropeTheta);
-  kvAppend(ctx, enc, s.kNormed, s.v, st.k, st.v, T, Hkv, D, p0, state.maxContext);
-  attention(ctx, enc, s.qNormed, st.k, st.v, s.attn, T, H, Hkv, D, p0, state.maxContext);
-  sigmoidGateMul(ctx, enc, s.attn, s.gate, T * H * D);
-  linear(ctx, enc, l.o, s.attn, s.blockOut, T);
+  linear(rec, l.q, s.x, s.qg, T);
+  linear(rec, l.k, s.x, s.k, T);
+  linear(rec, l.v, s.x, s.v, T);
+  splitQGate(rec, s.qg, s.q, s.gate, T, H, D);
+  rmsNorm(rec, s.q, l.qNorm, s.qNormed, T * H, D, eps);
+  rmsNorm(rec, s.k, l.kNorm, s.kNormed, T * Hkv, D, eps);
+  rope(rec, s.qNormed, T, H, D, R, ropeTheta);
+  rope(rec, s.kNormed, T, Hkv, D, R, ropeTheta);
+  kvAppend(rec, s.kNormed, s.v, st.k, st.v, T, Hkv, D, state.maxContext);
+  attention(rec, s.qNormed, st.k, st.v, s.attn, T, H, Hkv, D, state.maxContext);
+  sigmoidGateMul(rec, s.attn, s.gate, T * H * D);
+  linear(rec, l.o, s.attn, s.blockOut, T);
 }
 
 /** Spec §3.6: down(silu(gate(x)) ⊙ up(x)), into s.blockOut. */
 function mlp(f: ForwardPass, m: Mlp): void {
-  const { ctx, enc, cfg, s, T } = f;
-  linear(ctx, enc, m.gate, s.x, s.mlpGate, T);
-  linear(ctx, enc, m.up, s.x, s.mlpUp, T);
-  swiglu(ctx, enc, s.mlpGate, s.mlpUp, s.mlpAct, T * cfg.intermediateSize);
-  linear(ctx, enc, m.down, s.mlpAct, s.blockOut, T);
+  const { rec, cfg, s, T } = f;
+  linear(rec, m.gate, s.x, s.mlpGate, T);
+  linear(rec, m.up, s.x, s.mlpUp, T);
+  swiglu(rec, s.mlpGate, s.mlpUp, s.mlpAct, T * cfg.intermediateSize);
+  linear(rec, m.down, s.mlpAct, s.blockOut, T);
 }

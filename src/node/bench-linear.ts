@@ -6,6 +6,7 @@
 import './shaders-node.ts';
 import { getNodeGpu } from './dawn.ts';
 import { dispatch, grid2d, uploadBytes, type GpuContext } from '../gpu/context.ts';
+import { directRecorder } from '../gpu/plan.ts';
 import { createGpuLinear, destroyGpuLinear, linear, linearOptions } from '../gpu/linear.ts';
 
 const COPY_WGSL = `
@@ -82,7 +83,7 @@ async function main(): Promise<void> {
   const variants = ctx.features.subgroups ? [true, false] : [false];
   for (const useSubgroups of variants) {
     linearOptions.useSubgroups = useSubgroups;
-    const tMv = await time(ctx, iters, (enc) => linear(ctx, enc, lin, x, y, 1));
+    const tMv = await time(ctx, iters, (enc) => linear(directRecorder(ctx, enc), lin, x, y, 1));
     const mvGBs = weightBytes / tMv / 1e9;
     const how = useSubgroups ? 'subgroup reduction' : 'workgroup-memory reduction';
     console.log(`matvec ${rows}x${cols} 4-bit gs64 bf16 (${how}), ${(weightBytes / 1e6).toFixed(1)} MB read: ${(tMv * 1e3).toFixed(3)} ms  ${mvGBs.toFixed(2)} GB/s`);

@@ -1,0 +1,146 @@
+// Step plans: replaying the recorded forward gives exactly the logits (and sampled ids) of encoding every call
+// afresh, on every tiny recipe, for prefill chunks and decode steps at many positions; and a decode step, counted
+// from outside through a proxy device, creates no GPU object and encodes one compute pass.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import '../src/node/shaders-node.ts';
+import { getNodeGpu } from '../src/node/dawn.ts';
+import { createGpuContext } from '../src/gpu/context.ts';
+import { countingDevice } from '../src/gpu/gpu-counter.ts';
+import { createSampler, destroySampler, type SamplingParams } from '../src/gpu/sample.ts';
+import { makeTinyCheckpoint, TINY_RECIPES } from '../src/format/tiny.ts';
+import { memorySource } from '../src/format/memory-source.ts';
+import { argmax, loadEngine, type Engine } from '../src/engine/engine.ts';
+
+function randomIds(n: number, vocab: number, seed: number): number[] {
+  let s = seed >>> 0;
+  return Array.from({ length: n }, () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s % vocab;
+  });
+}
+
+/** Index of the first element whose bits differ, or -1. */
+function firstBitDifference(a: Float32Array, b: Float32Array): number {
+  const x = new Uint32Array(a.buffer, a.byteOffset, a.length);
+  const y = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  if (x.length !== y.length) return 0;
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return i;
+  return -1;
+}
+
+const SAMPLING: SamplingParams = { temperature: 0.8, topK: 40, topP: 0.9, minP: 0, presencePenalty: 0, repetitionPenalty: 1.1 };
+
+for (const recipe of TINY_RECIPES) {
+  test(`plan replay equals direct encoding bit for bit: ${recipe}`, async () => {
+    const ctx = await getNodeGpu();
+    const files = makeTinyCheckpoint(recipe, { seed: 11 });
+    const opts = { contextLength: 200, prefillChunk: 64 };
+    const planned = await loadEngine(ctx, memorySource(files, `tiny-${recipe}`), opts);
+    const direct = await loadEngine(ctx, memorySource(files, `tiny-${recipe}`), { ...opts, encoding: 'direct' });
+    const engines: Engine[] = [planned, direct];
+    try {
+      // Prompts of 1, 5 (multi-token matvec sizes), 64 (one whole chunk) and 150 tokens (chunks 64 + 64 + 22), each
+      // followed by decode steps whose plan was recorded at position 0.
+      for (const len of [1, 5, 64, 150]) {
+        for (const e of engines) e.reset();
+        const ids = randomIds(len, planned.config.vocabSize, len * 7 + 3);
+        const [a, b] = [await planned.prefill(ids), await direct.prefill(ids)];
+        assert.equal(firstBitDifference(a, b), -1, `${recipe}: prefill of ${len} tokens differs`);
+        let next = argmax(a);
+        for (let step = 0; step < 8; step++) {
+          const [x, y] = [await planned.decode(next), await direct.decode(next)];
+          const at = firstBitDifference(x, y);
+          assert.equal(at, -1, `${recipe}: decode at position ${len + step} differs at vocab ${at}: ${x[at]} vs ${y[at]}`);
+          next = argmax(x);
+        }
+      }
+
+      // Sampling: the plan path with the drawn id staying on the GPU ('sampled') against direct encoding fed the
+      // ids from the CPU, same draws.
+      const vocab = planned.config.vocabSize;
+      const samplers = engines.map(() => createSampler(ctx, vocab, vocab));
+      try {
+        for (const e of engines) e.reset();
+        const prompt = randomIds(9, vocab, 99);
+        const draws = [0.1, 0.7, 0.3, 0.95, 0.5, 0.01, 0.62, 0.4];
+        const got: number[][] = [[], []];
+        let first = await planned.sample(prompt, samplers[0], SAMPLING, draws[0]);
+        got[0].push(first.id);
+        for (const u of draws.slice(1)) got[0].push((await planned.sample('sampled', samplers[0], SAMPLING, u)).id);
+        first = await direct.sample(prompt, samplers[1], SAMPLING, draws[0]);
+        got[1].push(first.id);
+        for (const u of draws.slice(1)) got[1].push((await direct.sample([got[1].at(-1)!], samplers[1], SAMPLING, u)).id);
+        assert.deepEqual(got[0], got[1], `${recipe}: sampled ids differ`);
+        assert.equal(planned.position, prompt.length + draws.length - 1);
+      } finally {
+        samplers.forEach(destroySampler);
+      }
+    } finally {
+      for (const e of engines) e.dispose();
+    }
+  });
+}
+
+test('a decode step, counted from outside: no buffer, bind group or pipeline created, one compute pass', async () => {
+  const real = await getNodeGpu();
+  const counting = countingDevice(real.device);
+  const ctx = createGpuContext(counting.device);
+  const engine = await loadEngine(ctx, memorySource(makeTinyCheckpoint('propc', { seed: 3 }), 'tiny-propc'), { contextLength: 64 });
+  const sampler = createSampler(ctx, engine.config.vocabSize, engine.config.vocabSize);
+  try {
+    await engine.sample([1, 2, 3], sampler, SAMPLING, 0.5);
+    await engine.sample('sampled', sampler, SAMPLING, 0.5); // the sampler's plan is recorded on first use
+    counting.reset();
+    const steps = 6;
+    // Two in flight at a time: the GPU-resident pipeline, as the chat session runs it.
+    for (let i = 0; i < steps; i += 2) {
+      const a = engine.sample('sampled', sampler, SAMPLING, i / steps);
+      const b = engine.sample('sampled', sampler, SAMPLING, (i + 1) / steps);
+      await Promise.all([a, b]);
+    }
+    const c = { ...counting.counts };
+    assert.equal(c.buffers, 0, 'buffers created per token');
+    assert.equal(c.bindGroups, 0, 'bind groups created per token');
+    assert.equal(c.pipelines, 0, 'pipelines created per token');
+    assert.equal(c.computePasses, steps, 'one compute pass per token');
+    assert.equal(c.submits, steps);
+    // The forward plan plus the two sampling dispatches, every token.
+    assert.equal(c.dispatches, steps * (engine.plans.decodeDispatches + 2));
+    // The position and the sampling parameters: two small writes, no id upload (it stays on the GPU).
+    assert.equal(c.writeBuffers, steps * 2);
+
+    // engine.decode (logits readback) is also object-free.
+    counting.reset();
+    await engine.decode(5);
+    assert.equal(counting.counts.buffers, 0);
+    assert.equal(counting.counts.bindGroups, 0);
+    assert.equal(counting.counts.computePasses, 1);
+  } finally {
+    destroySampler(sampler);
+    engine.dispose();
+  }
+});
+
+test('pipelines are all compiled at load: the first forwards compile nothing', async () => {
+  const real = await getNodeGpu();
+  const counting = countingDevice(real.device);
+  const ctx = createGpuContext(counting.device);
+  const engine = await loadEngine(ctx, memorySource(makeTinyCheckpoint('unsloth3', { seed: 5 }), 'tiny-unsloth3'), {
+    contextLength: 300, prefillChunk: 128,
+  });
+  const sampler = createSampler(ctx, engine.config.vocabSize, engine.config.vocabSize);
+  try {
+    const compiled = counting.counts.pipelines;
+    assert.ok(compiled > 10, `load compiled ${compiled} pipelines`);
+    for (const len of [1, 2, 3, 4, 7, 16, 33, 128, 129]) {
+      engine.reset();
+      await engine.sample(randomIds(len, engine.config.vocabSize, len), sampler, SAMPLING, 0.25);
+      await engine.sample('sampled', sampler, SAMPLING, 0.75);
+    }
+    assert.equal(counting.counts.pipelines, compiled, 'pipelines compiled after load');
+  } finally {
+    destroySampler(sampler);
+    engine.dispose();
+  }
+});
