@@ -37,11 +37,12 @@ function onProgress(p: LoadProgress): void {
   $('progress-box').hidden = false;
   const speed = p.bytesPerSecond ? ` · ${gb(p.bytesPerSecond)}/s` : '';
   const eta = p.etaSeconds && Number.isFinite(p.etaSeconds) ? ` · ${Math.ceil(p.etaSeconds)} s left` : '';
-  $('progress-label').textContent = `${p.phase === 'download' ? 'Downloading' : 'Uploading to GPU'} ${p.file} · ` +
-    `${gb(p.bytesDone)} / ${gb(p.bytesTotal)}${speed}${eta}`;
+  $('progress-label').textContent = p.phase === 'compile'
+    ? `Compiling kernels · ${p.bytesDone} / ${p.bytesTotal}`
+    : `${p.phase === 'download' ? 'Downloading' : 'Uploading to GPU'} ${p.file} · ${gb(p.bytesDone)} / ${gb(p.bytesTotal)}${speed}${eta}`;
   const file = $<HTMLProgressElement>('progress-file');
   file.max = p.fileBytesTotal ?? 1;
-  file.value = p.fileBytesDone ?? (p.phase === 'upload' ? 1 : 0);
+  file.value = p.fileBytesDone ?? (p.phase === 'download' ? 0 : 1);
   const all = $<HTMLProgressElement>('progress-all');
   all.max = p.bytesTotal || 1;
   all.value = p.bytesDone;

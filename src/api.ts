@@ -77,7 +77,11 @@ export interface LoadOptions {
 }
 
 export interface LoadProgress {
-  phase: 'download' | 'upload';
+  /**
+   * 'download', then 'upload' (weights to the GPU), then 'compile': the kernels are compiled at load so the first
+   * message is as fast as the next; during 'compile' file is "kernels" and bytesDone / bytesTotal count pipelines.
+   */
+  phase: 'download' | 'upload' | 'compile';
   file: string;
   bytesDone: number;
   bytesTotal: number;

@@ -177,3 +177,60 @@ test('NaN logits on the sampling path: the completion fails naming the step and 
   const again = await m.session.complete({ messages: turn1, max_tokens: 3, temperature: 0 });
   assert.equal(again.choices[0].message.content, ok.choices[0].message.content);
 });
+
+test('pipelined decode (token t+1 queued before t is read) gives the same replies, stops and turn 2 as waiting for each id', async () => {
+  // The ids the engine draws, to pick a token of the greedy reply as an end-of-sequence id: the pipeline then
+  // has the step after it queued already, and must drop that step's draw.
+  const drawn: number[] = [];
+  const engine: Engine = Object.create(m.engine, {
+    sample: { value: (...a: Parameters<Engine['sample']>) => m.engine.sample(...a).then((s) => { drawn.push(s.id); return s; }) },
+  });
+  const session = (pipeline: boolean, eos: number[]) => createChatSession(engine, m.tokenizer, {
+    modelId: 'tiny', template: m.template, pipeline,
+    generation: { ...generationDefaults(undefined, m.engine.config.eosTokenIds), eosTokenIds: eos },
+  });
+  const probe = session(false, m.engine.config.eosTokenIds);
+  await probe.complete({ messages: turn1, max_tokens: 8, temperature: 0 });
+  probe.dispose();
+  const stopId = drawn[3];
+
+  type Run = { text: string[]; finish: string[]; reused: number; turn2Fresh: string };
+  const conversation = async (pipeline: boolean): Promise<Run> => {
+    const s = session(pipeline, [stopId]);
+    const out: Run = { text: [], finish: [], reused: 0, turn2Fresh: '' };
+    try {
+      const cases = [
+        { messages: turn1, max_tokens: 12, temperature: 0 }, // ends at stopId, an "eos" drawn mid-pipeline
+        { messages: turn1, max_tokens: 3, temperature: 0 }, // ends by max_tokens
+        { messages: turn1, max_tokens: 10, temperature: 0.9, top_k: 50, seed: 7 }, // sampled
+      ];
+      for (const req of cases) {
+        s.resetChat();
+        const r = await s.complete(req);
+        out.text.push(r.choices[0].message.content ?? '');
+        out.finish.push(r.choices[0].finish_reason);
+      }
+      // Turn 2 after a reply that ended at the end-of-sequence id: the state it continues from is the kept history.
+      s.resetChat();
+      const r1 = await s.complete({ messages: turn1, max_tokens: 12, temperature: 0 });
+      const turn2: ChatMessage[] = [...turn1, { role: 'assistant', content: r1.choices[0].message.content ?? '' }, { role: 'user', content: 'And another?' }];
+      const r2 = await s.complete({ messages: turn2, max_tokens: 6, temperature: 0 });
+      out.text.push(r2.choices[0].message.content ?? '');
+      out.reused = r2.usage.extra.reused_prompt_tokens;
+      s.resetChat();
+      out.turn2Fresh = (await s.complete({ messages: turn2, max_tokens: 6, temperature: 0 })).choices[0].message.content ?? '';
+    } finally {
+      s.dispose();
+    }
+    return out;
+  };
+  const waited = await conversation(false);
+  const pipelined = await conversation(true);
+  assert.equal(waited.finish[0], 'stop', 'the chosen id ends the first reply');
+  assert.deepEqual(pipelined.text, waited.text);
+  assert.deepEqual(pipelined.finish, waited.finish);
+  assert.ok(pipelined.reused > 0 && waited.reused > 0, 'turn 2 continues from turn 1 in both');
+  assert.equal(pipelined.text.at(-1), pipelined.turn2Fresh, 'pipelined turn 2 equals a fresh prefill');
+  assert.equal(waited.text.at(-1), waited.turn2Fresh);
+  m.session.resetChat();
+});

@@ -102,7 +102,8 @@ export class QwenChatElement extends HTMLElement {
       onProgress: (p) => {
         this.els.progress.max = p.bytesTotal || 1;
         this.els.progress.value = p.bytesDone;
-        this.els.status.textContent = `${p.phase === 'download' ? 'Downloading' : 'Uploading to GPU'} ${p.file}`;
+        this.els.status.textContent = p.phase === 'compile' ? 'Compiling kernels'
+          : `${p.phase === 'download' ? 'Downloading' : 'Uploading to GPU'} ${p.file}`;
         this.fire('qwen-progress', p);
       },
     })).then(() => {

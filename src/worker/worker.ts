@@ -81,6 +81,7 @@ const api: WorkerApi = {
     model = await openChatModel(ctx, src, modelId, {
       contextLength: opts.contextLength,
       onProgress: (done, total, tensor) => onProgress?.({ phase: 'upload', bytesDone: done, bytesTotal: total, file: tensor }),
+      onCompileProgress: (done, total) => onProgress?.({ phase: 'compile', bytesDone: done, bytesTotal: total, file: 'kernels' }),
     });
     await lastReport;
     return { modelId, contextLength: model.engine.contextLength, config: model.engine.config };
