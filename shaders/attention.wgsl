@@ -15,6 +15,9 @@ override TPR: u32 = 32u;  // invocations per row
 override BK: u32 = 8u;    // keys per tile
 override E: u32 = 8u;     // ceil(D / TPR) dims per invocation
 override SPLIT: bool = false;
+// Multiply the output by σ(gate) (spec §3.4 step 7), the gate read from q_proj's output [T, H, 2D] at offset D
+// of each head row: the output gate needs no pass of its own.
+override GATE: bool = false;
 const MAXE: u32 = 8u;
 // Finite "minus infinity": WGSL implementations may assume no infinities, so masking never relies on them.
 const NEG: f32 = -1.0e30;
@@ -35,20 +38,30 @@ struct Params {
   _pad1: u32,
 }
 
-// Per-call values, written once per forward (src/gpu/plan.ts writeStep): one recording serves every position.
-struct Step {
-  p0: u32,
-  _s0: u32,
-  _s1: u32,
-  _s2: u32,
-}
-@group(0) @binding(15) var<uniform> S: Step;
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;       // [T, H, D]
 @group(0) @binding(2) var<storage, read> kc: array<f32>;      // [Hkv, maxCtx, D]
 @group(0) @binding(3) var<storage, read> vc: array<f32>;      // [Hkv, maxCtx, D]
 @group(0) @binding(4) var<storage, read_write> dst: array<f32>; // out [T, H, D], or acc [nsplit, T·H, D] when SPLIT
 @group(0) @binding(5) var<storage, read_write> ml: array<f32>;  // SPLIT only: (m, l) [nsplit, T·H, 2]
+@group(0) @binding(10) var<storage, read> qg: array<f32>;       // GATE only: q_proj output [T, H, 2D]
+
+fn sigmoid(v: f32) -> f32 {
+  // Two-sided form so exp never overflows (WGSL leaves overflowed exp unspecified).
+  if (v >= 0.0) {
+    return 1.0 / (1.0 + exp(-v));
+  }
+  let e = exp(v);
+  return e / (1.0 + e);
+}
+
+// The finished output row `row` = t·H + h at dim d, gated when GATE.
+fn gated(v: f32, row: u32, d: u32, dim: u32) -> f32 {
+  if (GATE) {
+    return v * sigmoid(qg[row * 2u * dim + dim + d]);
+  }
+  return v;
+}
 
 var<workgroup> kv: array<f32, BK * D>;
 // Lane partials of the q·k dots; after the lane reduction slot (r·BK + k)·TPR holds row r's score for key k.
@@ -192,7 +205,7 @@ fn attn(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     for (var e = 0u; e < E; e++) {
       let d = lane + TPR * e;
       if (d < D) {
-        dst[orow * D + d] = acc[e] * inv;
+        dst[orow * D + d] = gated(acc[e] * inv, orow, d, D);
       }
     }
   }
@@ -242,6 +255,6 @@ fn attn_combine(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
     for (var s = 0u; s < C.nsplit; s++) {
       a += weight[s] * pacc[(s * C.rows + row) * C.D + d];
     }
-    out[row * C.D + d] = a * inv;
+    out[row * C.D + d] = gated(a * inv, row, d, C.D);
   }
 }

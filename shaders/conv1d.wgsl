@@ -1,9 +1,10 @@
-// Causal depthwise conv + SiLU over time (spec §3.5 step 2) with a rolling pre-conv state.
-// Two dispatches: conv_out (one invocation per (t, c), fully parallel, reads the OLD state) and then
-// conv_state (one invocation per channel). Splitting them is what makes the in-place state update race-free:
-// the dispatch boundary orders every read of the old state before the first write.
+// Causal depthwise conv + SiLU over time (spec §3.5 step 2) with a rolling pre-conv state, in one dispatch.
+// One invocation per channel: it holds the channel's window (the Kc−1 previous pre-conv values, from the state)
+// in registers, walks the T tokens in order, and finally writes the window back as the new state. Channels are
+// independent, so the in-place state update needs no second dispatch.
 
 const WG: u32 = 256u;
+const MAXK: u32 = 64u; // linear_conv_kernel_dim is at most 64 (CONFIG_LIMITS)
 
 struct Params {
   T: u32,
@@ -14,10 +15,9 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> m: array<f32>;          // [T, C] pre-conv rows
-@group(0) @binding(2) var<storage, read> w: array<f32>;          // [C, Kc]
+@group(0) @binding(2) var<storage, read> w: array<f32>;          // [C, Kc]; w[c, Kc−1] multiplies the current token
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;  // [T, C]
 @group(0) @binding(4) var<storage, read_write> state: array<f32>; // [Kc−1, C], oldest first
-@group(0) @binding(5) var<storage, read> state_in: array<f32>;   // same buffer as state, read-only view for conv_out
 
 fn sigmoid(v: f32) -> f32 {
   if (v >= 0.0) {
@@ -27,45 +27,33 @@ fn sigmoid(v: f32) -> f32 {
   return e / (1.0 + e);
 }
 
-// Row r of cat(state, m) at channel ch: rows < Kc−1 come from the state, the rest are tokens.
-fn conv_row(r: u32, ch: u32) -> f32 {
-  let p = P.Kc - 1u;
-  if (r < p) {
-    return state_in[r * P.C + ch];
-  }
-  return m[(r - p) * P.C + ch];
-}
-
 @compute @workgroup_size(WG)
-fn conv_out(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
-            @builtin(local_invocation_index) lid: u32) {
-  let idx = (wid.x + wid.y * nwg.x) * WG + lid;
-  if (idx >= P.T * P.C) { return; }
-  let t = idx / P.C;
-  let ch = idx - t * P.C;
-  var s = 0.0;
-  for (var j = 0u; j < P.Kc; j++) {
-    s += w[ch * P.Kc + j] * conv_row(t + j, ch);
-  }
-  out[idx] = s * sigmoid(s);
-}
-
-// New state row r = row T + r of cat(state, m). Ascending r is safe in place: row r reads old row T + r > r,
-// which this same invocation has not written yet, and channels are independent.
-@compute @workgroup_size(WG)
-fn conv_state(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
-              @builtin(local_invocation_index) lid: u32) {
+fn conv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
   let ch = (wid.x + wid.y * nwg.x) * WG + lid;
   if (ch >= P.C) { return; }
   let p = P.Kc - 1u;
-  for (var r = 0u; r < p; r++) {
-    let src = P.T + r;
-    var v: f32;
-    if (src < p) {
-      v = state[src * P.C + ch];
-    } else {
-      v = m[(src - p) * P.C + ch];
+  var win: array<f32, MAXK>;
+  for (var j = 0u; j < p; j++) {
+    win[j] = state[j * P.C + ch];
+  }
+  for (var t = 0u; t < P.T; t++) {
+    let cur = m[t * P.C + ch];
+    // Same order of terms as the two-row form cat(state, m)[t + j]: oldest first, the current token last.
+    var s = 0.0;
+    for (var j = 0u; j < p; j++) {
+      s += w[ch * P.Kc + j] * win[j];
     }
-    state[r * P.C + ch] = v;
+    s += w[ch * P.Kc + p] * cur;
+    out[t * P.C + ch] = s * sigmoid(s);
+    for (var j = 0u; j + 1u < p; j++) {
+      win[j] = win[j + 1u];
+    }
+    if (p > 0u) {
+      win[p - 1u] = cur;
+    }
+  }
+  for (var j = 0u; j < p; j++) {
+    state[j * P.C + ch] = win[j];
   }
 }

@@ -1,4 +1,4 @@
-// Element-wise ops and layout shuffles: residual add, sigmoid output gate, SwiGLU, q/gate split, KV-cache append.
+// Element-wise ops and layout shuffles: residual add, SwiGLU, KV-cache append.
 // One invocation per element; the grid is 2-D (x + y·nx) because T·d elements overflow one dimension in prefill.
 // Each entry point binds only the resources it uses (the wrapper passes bindings by number), so in-place ops
 // never bind one buffer twice.
@@ -8,7 +8,7 @@ const WG: u32 = 256u;
 struct Params {
   n: u32,      // elements to produce
   T: u32,
-  H: u32,      // heads (split_q_gate) or kv heads (kv_append)
+  H: u32,      // kv heads (kv_append, cache_append)
   D: u32,
   _p0: u32,    // was kv_append's first cache position: now S.p0
   maxCtx: u32, // kv_append: cache rows per kv head
@@ -16,14 +16,6 @@ struct Params {
   _pad1: u32,
 }
 
-// Per-call values, written once per forward (src/gpu/plan.ts writeStep): one recording serves every position.
-struct Step {
-  p0: u32,
-  _s0: u32,
-  _s1: u32,
-  _s2: u32,
-}
-@group(0) @binding(15) var<uniform> S: Step;
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read_write> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
@@ -53,15 +45,6 @@ fn add(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   a[i] = a[i] + b[i];
 }
 
-// a ← a ⊙ sigmoid(b)
-@compute @workgroup_size(WG)
-fn sigmoid_gate_mul(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
-                    @builtin(local_invocation_index) lid: u32) {
-  let i = index(wid, nwg, lid);
-  if (i >= P.n) { return; }
-  a[i] = a[i] * sigmoid(b[i]);
-}
-
 // o1 = silu(b) ⊙ c   (b = gate, c = up)
 @compute @workgroup_size(WG)
 fn swiglu(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
@@ -70,19 +53,6 @@ fn swiglu(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u
   if (i >= P.n) { return; }
   let g = b[i];
   o1[i] = g * sigmoid(g) * c[i];
-}
-
-// b = qg [T, H, 2D] → o1 = q [T, H, D], o2 = gate [T, H, D]
-@compute @workgroup_size(WG)
-fn split_q_gate(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
-                @builtin(local_invocation_index) lid: u32) {
-  let i = index(wid, nwg, lid);
-  if (i >= P.n) { return; }
-  let row = i / P.D;
-  let j = i - row * P.D;
-  let src = row * 2u * P.D + j;
-  o1[i] = b[src];
-  o2[i] = b[src + P.D];
 }
 
 // b = k, c = v [T, Hkv, D] → o1 = kCache, o2 = vCache [Hkv, maxCtx, D] at rows S.p0 + t
@@ -98,4 +68,17 @@ fn kv_append(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: ve
   let dst = (h * P.maxCtx + S.p0 + t) * P.D + d;
   o1[dst] = b[i];
   o2[dst] = c[i];
+}
+
+// b = v [T, Hkv, D] → o1 = vCache [Hkv, maxCtx, D] at rows S.p0 + t (K goes in through norm_rope)
+@compute @workgroup_size(WG)
+fn cache_append(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                @builtin(local_invocation_index) lid: u32) {
+  let i = index(wid, nwg, lid);
+  if (i >= P.n) { return; }
+  let d = i % P.D;
+  let th = i / P.D;
+  let h = th % P.H;
+  let t = th / P.H;
+  o1[(h * P.maxCtx + S.p0 + t) * P.D + d] = b[i];
 }

@@ -98,24 +98,10 @@ test('rmsNormGated', async () => {
   check('rmsNormGated in place', await read(xb, rows * n), ref.rmsNormGated(x, z, gain, rows, n, 1e-6));
 });
 
-test('element-wise: splitQGate, sigmoidGateMul, swiglu, add', async () => {
+test('element-wise: swiglu, add', async () => {
   await gpu();
-  const [T, H, D] = [5, 3, 64];
-  const qg = randn(T * H * 2 * D);
-  const q = zeros(T * H * D);
-  const gate = zeros(T * H * D);
-  await exec((enc) => ops.splitQGate(rec(enc), up(qg), q, gate, T, H, D));
-  const want = ref.splitQGate(qg, T, H, D);
-  check('splitQGate q', await read(q, T * H * D), want.q);
-  check('splitQGate gate', await read(gate, T * H * D), want.gate);
-
   const n = 70 * 192 + 3;
   const a = randn(n, 3);
-  const g = randn(n, 30); // saturating gates on both sides
-  const ab = up(a);
-  await exec((enc) => ops.sigmoidGateMul(rec(enc), ab, up(g), n));
-  check('sigmoidGateMul', await read(ab, n), ref.sigmoidGateMul(a, g));
-
   const gt = randn(777, 30);
   const u = randn(777, 2);
   const out = zeros(777);
@@ -279,5 +265,55 @@ test('gatedDelta (one T-token call, T=1 steps, non-zero state)', async () => {
       check(`gatedDelta ${tag} as T=1 steps out`, outs, want);
       check(`gatedDelta ${tag} as T=1 steps state`, await read(state1, s0.length), sRef);
     }
+  }
+});
+
+test('normRope: q rows out of q_proj output (stride 2D), k rows into the cache; = rmsNorm then rope', async () => {
+  await gpu();
+  for (const [T, H, D, R, p0] of [[1, 4, 64, 16, 0], [5, 3, 128, 32, 77], [2, 2, 256, 256, 4000], [3, 2, 32, 8, 9]]) {
+    const theta = 1e7;
+    const qg = randn(T * H * 2 * D, 2);
+    const gain = randn(D, 0.5, 1);
+    const y = zeros(T * H * D);
+    await exec((enc) => ops.normRope(rec(enc, p0), up(qg), up(gain), y, T, H, D, R, theta, 1e-6, { inStride: 2 * D }));
+    const q = ref.splitQGate(qg, T, H, D).q;
+    const want = ref.rope(ref.rmsNorm(q, gain, T * H, D, 1e-6), T, H, D, R, p0, theta);
+    check(`normRope q T=${T} H=${H} D=${D} R=${R} p0=${p0}`, await read(y, T * H * D), want);
+
+    const maxCtx = p0 + T + 3;
+    const k = randn(T * H * D, 2);
+    const cache = zeros(H * maxCtx * D);
+    await exec((enc) => ops.normRope(rec(enc, p0), up(k), up(gain), cache, T, H, D, R, theta, 1e-6, { cacheRows: maxCtx }));
+    const kr = ref.rope(ref.rmsNorm(k, gain, T * H, D, 1e-6), T, H, D, R, p0, theta);
+    const wantCache = new Float32Array(H * maxCtx * D);
+    cpuAppend(wantCache, kr, T, H, D, p0, maxCtx);
+    check(`normRope k→cache T=${T} H=${H} D=${D} p0=${p0}`, await read(cache, wantCache.length), wantCache);
+  }
+});
+
+test('cacheAppend and gated attention (σ(gate) applied as the output is written, split and unsplit)', async () => {
+  await gpu();
+  const [H, Hkv, D, maxCtx] = [4, 2, 64, 300];
+  for (const [T, p0, splits] of [[1, 0, undefined], [1, 250, undefined], [1, 250, 1], [6, 40, 1], [6, 40, 3]] as const) {
+    const kvLen = p0 + T;
+    const kAll = randn(kvLen * Hkv * D, 1);
+    const vAll = randn(kvLen * Hkv * D, 1);
+    const kCpu = new Float32Array(Hkv * maxCtx * D);
+    const vCpu = new Float32Array(Hkv * maxCtx * D);
+    cpuAppend(kCpu, kAll, kvLen, Hkv, D, 0, maxCtx);
+    cpuAppend(vCpu, vAll.subarray(0, p0 * Hkv * D), p0, Hkv, D, 0, maxCtx);
+    // The last T rows of V go in through cacheAppend.
+    const vCache = up(vCpu);
+    const vNew = vAll.subarray(p0 * Hkv * D);
+    await exec((enc) => ops.cacheAppend(rec(enc, p0), up(vNew), vCache, T, Hkv, D, maxCtx));
+    cpuAppend(vCpu, vNew, T, Hkv, D, p0, maxCtx);
+    assert.ok((await read(vCache, vCpu.length)).every((x, i) => Object.is(x, vCpu[i])), `cacheAppend T=${T} p0=${p0}`);
+
+    const qg = randn(T * H * 2 * D, 1);
+    const q = ref.splitQGate(qg, T, H, D);
+    const out = zeros(T * H * D);
+    await exec((enc) => ops.attention(rec(enc, p0), up(q.q), up(kCpu), vCache, out, T, H, Hkv, D, maxCtx, splits, { gate: up(qg) }));
+    const want = ref.sigmoidGateMul(ref.attention(q.q, kCpu, vCpu, T, H, Hkv, D, p0, maxCtx), q.gate);
+    check(`gated attention T=${T} p0=${p0} splits=${splits ?? 'auto'}`, await read(out, T * H * D), want);
   }
 });

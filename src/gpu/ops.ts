@@ -38,15 +38,28 @@ function run(
   rec.dispatch({ code, entry, constants }, bindings, groups, label);
 }
 
+const joined = new Map<string, string>();
+/** WGSL has no includes: a kernel is the concatenation of shader files, joined once so pipelines cache by it. */
+function code(...names: string[]): string {
+  const key = names.join('+');
+  let text = joined.get(key);
+  if (text === undefined) {
+    text = names.map((n) => shader(n)).join('\n');
+    joined.set(key, text);
+  }
+  return text;
+}
+
 const pow2ceil = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
-const ELEMENTWISE_WG = 256; // matches WG in elementwise.wgsl, rope.wgsl, conv1d.wgsl
+const ELEMENTWISE_WG = 256;
+const CONV_MAX_K = 64; // MAXK in conv1d.wgsl // matches WG in elementwise.wgsl, rope.wgsl, conv1d.wgsl
 
 function elementwise(
   rec: Recorder, entry: string, bindings: Record<number, Binding>, n: number, fields: number[] = [],
 ): void {
   if (n <= 0) return;
   const p = params(rec, [n, ...fields, 0, 0, 0, 0, 0, 0, 0].slice(0, 8));
-  run(rec, shader('elementwise'), entry, {}, { 0: p, ...bindings }, Math.ceil(n / ELEMENTWISE_WG), entry);
+  run(rec, code('step', 'elementwise'), entry, {}, { 0: p, ...bindings }, Math.ceil(n / ELEMENTWISE_WG), entry);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -88,18 +101,6 @@ export function rmsNormGated(
 
 // ---------------------------------------------------------------------------------------------------------------
 // element-wise
-
-/** qg [T, H, 2D] → q [T, H, D] (first D of each head) and gate [T, H, D] (next D). */
-export function splitQGate(
-  rec: Recorder, qg: GPUBuffer, q: GPUBuffer, gate: GPUBuffer, T: number, H: number, D: number,
-): void {
-  elementwise(rec, 'split_q_gate', { 2: qg, 4: q, 5: gate }, T * H * D, [T, H, D]);
-}
-
-/** a ← a ⊙ sigmoid(gate). */
-export function sigmoidGateMul(rec: Recorder, a: GPUBuffer, gate: GPUBuffer, n: number): void {
-  elementwise(rec, 'sigmoid_gate_mul', { 1: a, 2: gate }, n);
-}
 
 /** out = silu(gate) ⊙ up. */
 export function swiglu(rec: Recorder, gate: GPUBuffer, up: GPUBuffer, out: GPUBuffer, n: number): void {
@@ -153,7 +154,7 @@ export function rope(
   const n = T * heads * half;
   if (n === 0) return;
   const p = params(rec, [n, heads, D, half, 0, 0, 0, 0]);
-  run(rec, shader('rope'), 'rope', {}, { 0: p, 1: x, 2: ropeTable(rec.ctx, rotaryDim, theta), [STEP_BINDING]: rec.step },
+  run(rec, code('rope_angle', 'step', 'rope'), 'rope', {}, { 0: p, 1: x, 2: ropeTable(rec.ctx, rotaryDim, theta), [STEP_BINDING]: rec.step },
     Math.ceil(n / ELEMENTWISE_WG), 'rope');
 }
 
@@ -170,6 +171,36 @@ export function kvAppend(
 ): void {
   if (T > maxCtx) throw new Error(`kvAppend: ${T} tokens exceed the cache (${maxCtx})`);
   elementwise(rec, 'kv_append', { 2: k, 3: v, 4: kCache, 5: vCache, [STEP_BINDING]: rec.step }, T * Hkv * D, [T, Hkv, D, 0, maxCtx]);
+}
+
+/** v [T, Hkv, D] → vCache [Hkv, maxCtx, D] at positions p0 .. p0+T−1 (K is written by normRope). */
+export function cacheAppend(
+  rec: Recorder, v: GPUBuffer, vCache: GPUBuffer, T: number, Hkv: number, D: number, maxCtx: number,
+): void {
+  if (T > maxCtx) throw new Error(`cacheAppend: ${T} tokens exceed the cache (${maxCtx})`);
+  elementwise(rec, 'cache_append', { 2: v, 4: vCache, [STEP_BINDING]: rec.step }, T * Hkv * D, [T, Hkv, D, 0, maxCtx]);
+}
+
+const NORM_ROPE_MAX_D = 512; // MAXD in norm_rope.wgsl
+
+/**
+ * rmsNorm of each head row (gain [D]) then RoPE (as `rope`), in one dispatch: x holds T·heads head rows of D,
+ * `inStride` floats apart (2D: the q half of q_proj's output; D: k). Writes y [T, heads, D], or with `cache`
+ * the K cache [heads, maxCtx, D] at positions p0 + t.
+ */
+export function normRope(
+  rec: Recorder, x: GPUBuffer, gain: GPUBuffer, y: GPUBuffer, T: number, heads: number, D: number,
+  rotaryDim: number, theta: number, eps: number, opts: { inStride?: number; cacheRows?: number } = {},
+): void {
+  if (T === 0) return;
+  if (rotaryDim % 2 !== 0 || rotaryDim > D) throw new Error(`normRope: rotaryDim ${rotaryDim} must be even and ≤ D ${D}`);
+  if (D > NORM_ROPE_MAX_D) throw new Error(`normRope: head dim ${D} > ${NORM_ROPE_MAX_D} is not supported`);
+  const rows = T * heads;
+  const p = params(rec, [rows, D, { f32: eps }, 0]);
+  const cache = opts.cacheRows !== undefined;
+  const rp = params(rec, [heads, rotaryDim / 2, opts.inStride ?? D, cache ? 1 : 0, opts.cacheRows ?? 0, 0, 0, 0]);
+  run(rec, code('norm', 'rope_angle', 'step', 'norm_rope'), 'norm_rope', { WG: normWorkgroup(D) },
+    { 0: p, 1: x, 2: gain, 3: y, 5: ropeTable(rec.ctx, rotaryDim, theta), 6: rp, [STEP_BINDING]: rec.step }, rows, 'normRope');
 }
 
 const ATTN_TPR = 32;
@@ -214,7 +245,7 @@ export function attentionSplits(T: number, H: number, Hkv: number, maxCtx: numbe
  */
 export function attention(
   rec: Recorder, q: GPUBuffer, kCache: GPUBuffer, vCache: GPUBuffer, out: GPUBuffer,
-  T: number, H: number, Hkv: number, D: number, maxCtx: number, splits?: number,
+  T: number, H: number, Hkv: number, D: number, maxCtx: number, splits?: number, opts: { gate?: GPUBuffer } = {},
 ): void {
   if (T === 0) return;
   if (H % Hkv !== 0) throw new Error(`attention: H ${H} is not a multiple of Hkv ${Hkv}`);
@@ -229,19 +260,22 @@ export function attention(
 
   const p = params(rec, [T, H, Hkv, group, 0, maxCtx, 0, nsplit, rowBlocks, { f32: 1 / Math.sqrt(D) }, 0, 0]);
   const split = nsplit > 1;
-  const constants = { D, BQ, TPR: ATTN_TPR, BK: ATTN_BK, E: Math.ceil(D / ATTN_TPR), SPLIT: split ? 1 : 0 };
-  const code = shader('attention');
+  const GATE = opts.gate ? 1 : 0;
+  const constants = { D, BQ, TPR: ATTN_TPR, BK: ATTN_BK, E: Math.ceil(D / ATTN_TPR), SPLIT: split ? 1 : 0, GATE };
+  const text = code('step', 'attention');
+  // Without a gate the binding is still in the layout (its use sits under a constant-false branch): bind q.
+  const gate = opts.gate ?? q;
   const groups = base * nsplit;
   const s = scratch(rec.ctx, split ? nsplit * T * H * D : 1, split ? nsplit * T * H * 2 : 1);
-  const common = { 0: p, 1: q, 2: kCache, 3: vCache, 5: s.ml, [STEP_BINDING]: rec.step };
+  const common = { 0: p, 1: q, 2: kCache, 3: vCache, 5: s.ml, 10: gate, [STEP_BINDING]: rec.step };
   if (!split) {
     // `ml` is referenced (under a constant-false branch) so the layout still wants it bound.
-    run(rec, code, 'attn', constants, { ...common, 4: out }, groups, 'attention');
+    run(rec, text, 'attn', constants, { ...common, 4: out }, groups, 'attention');
     return;
   }
-  run(rec, code, 'attn', constants, { ...common, 4: s.acc }, groups, 'attention');
+  run(rec, text, 'attn', { ...constants, GATE: 0 }, { ...common, 4: s.acc }, groups, 'attention');
   const cp = params(rec, [T * H, nsplit, D, 0]);
-  run(rec, code, 'attn_combine', {}, { 6: cp, 7: s.acc, 8: s.ml, 9: out }, T * H, 'attention-combine');
+  run(rec, text, 'attn_combine', { GATE }, { 6: cp, 7: s.acc, 8: s.ml, 9: out, 10: gate }, T * H, 'attention-combine');
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -256,13 +290,9 @@ export function conv1dCausal(
   T: number, C: number, Kc: number,
 ): void {
   if (T === 0) return;
+  if (Kc < 1 || Kc > CONV_MAX_K) throw new Error(`conv1dCausal: kernel size ${Kc} outside [1, ${CONV_MAX_K}]`);
   const p = params(rec, [T, C, Kc, 0]);
-  run(rec, shader('conv1d'), 'conv_out', {}, { 0: p, 1: m, 2: w, 3: out, 5: state },
-    Math.ceil((T * C) / ELEMENTWISE_WG), 'conv1d');
-  if (Kc > 1) {
-    run(rec, shader('conv1d'), 'conv_state', {}, { 0: p, 1: m, 4: state },
-      Math.ceil(C / ELEMENTWISE_WG), 'conv1d-state');
-  }
+  run(rec, shader('conv1d'), 'conv', {}, { 0: p, 1: m, 2: w, 3: out, 4: state }, Math.ceil(C / ELEMENTWISE_WG), 'conv1d');
 }
 
 export interface GdnDims { Hk: number; Hv: number; Dk: number; Dv: number }

@@ -8,7 +8,7 @@ import type { GpuContext } from '../gpu/context.ts';
 import { embedGather, linear, type GpuLinear } from '../gpu/linear.ts';
 import type { Recorder } from '../gpu/plan.ts';
 import {
-  add, attention, conv1dCausal, gatedDelta, kvAppend, rmsNorm, rmsNormGated, rope, sigmoidGateMul, splitQGate, swiglu,
+  add, attention, cacheAppend, conv1dCausal, gatedDelta, normRope, rmsNorm, rmsNormGated, swiglu,
 } from '../gpu/ops.ts';
 import type { FullLayerState, LinearLayerState, SequenceState } from './state.ts';
 
@@ -47,7 +47,7 @@ export interface Scratch {
   // GDN
   m: GPUBuffer; u: GPUBuffer; z: GPUBuffer; a: GPUBuffer; b: GPUBuffer; o: GPUBuffer; oNorm: GPUBuffer;
   // attention
-  qg: GPUBuffer; q: GPUBuffer; gate: GPUBuffer; k: GPUBuffer; v: GPUBuffer; qNormed: GPUBuffer; kNormed: GPUBuffer;
+  qg: GPUBuffer; k: GPUBuffer; v: GPUBuffer; qNormed: GPUBuffer;
   attn: GPUBuffer;
   // MLP
   mlpGate: GPUBuffer; mlpUp: GPUBuffer; mlpAct: GPUBuffer;
@@ -66,9 +66,9 @@ export function createScratch(ctx: GpuContext, cfg: ModelConfig, maxTokens: numb
     m: f(T * convDim, 'gdn_m'), u: f(T * convDim, 'gdn_u'), z: f(T * valueDim, 'gdn_z'),
     a: f(T * cfg.linearNumValueHeads, 'gdn_a'), b: f(T * cfg.linearNumValueHeads, 'gdn_b'),
     o: f(T * valueDim, 'gdn_o'), oNorm: f(T * valueDim, 'gdn_o_norm'),
-    qg: f(T * 2 * attnWidth, 'attn_qg'), q: f(T * attnWidth, 'attn_q'), gate: f(T * attnWidth, 'attn_gate'),
+    qg: f(T * 2 * attnWidth, 'attn_qg'),
     k: f(T * cfg.numKvHeads * cfg.headDim, 'attn_k'), v: f(T * cfg.numKvHeads * cfg.headDim, 'attn_v'),
-    qNormed: f(T * attnWidth, 'attn_q_normed'), kNormed: f(T * cfg.numKvHeads * cfg.headDim, 'attn_k_normed'),
+    qNormed: f(T * attnWidth, 'attn_q_normed'),
     attn: f(T * attnWidth, 'attn_out'),
     mlpGate: f(T * cfg.intermediateSize, 'mlp_gate'), mlpUp: f(T * cfg.intermediateSize, 'mlp_up'),
     mlpAct: f(T * cfg.intermediateSize, 'mlp_act'),
@@ -126,21 +126,21 @@ function gatedDeltaNet(f: ForwardPass, l: LinearAttnWeights, st: LinearLayerStat
   linear(rec, l.outProj, s.oNorm, s.blockOut, T);
 }
 
-/** Spec §3.4: q/gate split → q_norm/k_norm → partial RoPE → KV append → causal GQA → σ(gate) → o_proj. */
+/**
+ * Spec §3.4: q (with its gate, [T, H, 2D]), k, v → q_norm + RoPE → k_norm + RoPE into the K cache, v into the V
+ * cache → causal GQA, gated by σ(gate) as it is written → o_proj.
+ */
 function gatedAttention(f: ForwardPass, l: FullAttnWeights, st: FullLayerState): void {
   const { rec, cfg, s, T, state } = f;
   const { numHeads: H, numKvHeads: Hkv, headDim: D, rotaryDim: R, ropeTheta, rmsNormEps: eps } = cfg;
+  const ctxRows = state.maxContext;
   linear(rec, l.q, s.x, s.qg, T);
   linear(rec, l.k, s.x, s.k, T);
   linear(rec, l.v, s.x, s.v, T);
-  splitQGate(rec, s.qg, s.q, s.gate, T, H, D);
-  rmsNorm(rec, s.q, l.qNorm, s.qNormed, T * H, D, eps);
-  rmsNorm(rec, s.k, l.kNorm, s.kNormed, T * Hkv, D, eps);
-  rope(rec, s.qNormed, T, H, D, R, ropeTheta);
-  rope(rec, s.kNormed, T, Hkv, D, R, ropeTheta);
-  kvAppend(rec, s.kNormed, s.v, st.k, st.v, T, Hkv, D, state.maxContext);
-  attention(rec, s.qNormed, st.k, st.v, s.attn, T, H, Hkv, D, state.maxContext);
-  sigmoidGateMul(rec, s.attn, s.gate, T * H * D);
+  normRope(rec, s.qg, l.qNorm, s.qNormed, T, H, D, R, ropeTheta, eps, { inStride: 2 * D });
+  normRope(rec, s.k, l.kNorm, st.k, T, Hkv, D, R, ropeTheta, eps, { cacheRows: ctxRows });
+  cacheAppend(rec, s.v, st.v, T, Hkv, D, ctxRows);
+  attention(rec, s.qNormed, st.k, st.v, s.attn, T, H, Hkv, D, ctxRows, undefined, { gate: s.qg });
   linear(rec, l.o, s.attn, s.blockOut, T);
 }
 

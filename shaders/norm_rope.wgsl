@@ -1,0 +1,60 @@
+// q_norm / k_norm followed by partial RoPE (spec §3.4 steps 3-4) in one dispatch, appended to norm.wgsl,
+// rope_angle.wgsl and step.wgsl. One workgroup per head row: the row is normalised into workgroup memory, then
+// each invocation writes rotated pairs. The same expressions as rms_norm then rope, so the result is identical.
+// q rows are read straight out of the q_proj output (head rows of 2D: q then gate, so no split pass); k rows go
+// straight into the K cache at position p0 + t (no append pass).
+
+const MAXD: u32 = 512u;
+
+struct RopeParams {
+  heads: u32,
+  half: u32,     // R / 2
+  inStride: u32, // floats from one head row of x to the next (2D for q inside q_proj's output, D for k)
+  toCache: u32,  // 1: write row (t, h) at cache row h·maxCtx + p0 + t; 0: at (t·heads + h)·D
+  maxCtx: u32,
+  _pad0: u32,
+  _pad1: u32,
+  _pad2: u32,
+}
+
+@group(0) @binding(5) var<storage, read> freq: array<vec2<u32>>;
+@group(0) @binding(6) var<uniform> RP: RopeParams;
+
+var<workgroup> normed: array<f32, MAXD>;
+
+@compute @workgroup_size(WG)
+fn norm_rope(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+             @builtin(local_invocation_index) lid: u32) {
+  let row = row_of(wid, nwg);
+  if (row >= P.rows) { return; }
+  let t = row / RP.heads;
+  let h = row % RP.heads;
+  let xo = row * RP.inStride;
+  var ss = 0.0;
+  for (var j = lid; j < P.n; j += WG) {
+    let v = x[xo + j];
+    ss += v * v;
+  }
+  let r = inverseSqrt(workgroup_sum(ss, lid) / f32(P.n) + P.eps);
+  for (var j = lid; j < P.n; j += WG) {
+    normed[j] = gain[j] * (x[xo + j] * r);
+  }
+  workgroupBarrier();
+  let pos = S.p0 + t;
+  var yo = row * P.n;
+  if (RP.toCache == 1u) {
+    yo = (h * RP.maxCtx + pos) * P.n;
+  }
+  for (var j = lid; j < P.n; j += WG) {
+    var v = normed[j];
+    if (j < RP.half) {
+      let sc = rope_sincos(pos, freq[j]);
+      v = normed[j] * sc.y - normed[j + RP.half] * sc.x;
+    } else if (j < 2u * RP.half) {
+      let i = j - RP.half;
+      let sc = rope_sincos(pos, freq[i]);
+      v = normed[j] * sc.y + normed[i] * sc.x;
+    }
+    y[yo + j] = v;
+  }
+}
