@@ -1,7 +1,7 @@
 import { defineConfig } from 'vite';
 import { resolve } from 'node:path';
 
-// `npm run demo` serves demo/ (chat page, embed example) with public/ (the bundled tiny model) at the root.
+// `npm run demo` serves demo/ (chat page, embed example, kernel benchmarks) with public/ (the bundled tiny model) at the root.
 // `npm run build` builds the library (vite.lib.config.ts) into dist/.
 export default defineConfig({
   root: 'demo',
@@ -16,6 +16,12 @@ export default defineConfig({
     target: 'es2022',
     outDir: resolve(import.meta.dirname, 'dist/demo'),
     emptyOutDir: true,
-    rollupOptions: { input: { index: resolve(import.meta.dirname, 'demo/index.html'), embed: resolve(import.meta.dirname, 'demo/embed.html') } },
+    rollupOptions: {
+      input: {
+        index: resolve(import.meta.dirname, 'demo/index.html'),
+        embed: resolve(import.meta.dirname, 'demo/embed.html'),
+        bench: resolve(import.meta.dirname, 'demo/bench.html'),
+      },
+    },
   },
 });

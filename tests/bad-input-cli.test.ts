@@ -97,7 +97,7 @@ test('malformed arguments: exit 2 with a one-line message naming the flag', asyn
     [['inspect', ...m(), '--json=yes'], /--json takes no value/],
     [['inspect', ...m(), '--context', '8', '--context', '9'], /--context is given twice/],
     [['inspect', ...m(), 'extra'], /unexpected argument "extra"/],
-    [['frob', ...m()], /unknown command "frob" \(expected inspect, logits, generate\)/],
+    [['frob', ...m()], /unknown command "frob" \(expected inspect, logits, generate, bench\)/],
     [['logits', '--model', 'http://', '--ids', '1'], /--model: "http:\/\/" is not a valid URL/],
     // Prompt + continuation against an explicit context: refused before anything is read.
     [['generate', ...m(), '--ids', '1,2,3', '--max-tokens', '6', '--context', '8'], /3 --ids \+ --max-tokens 6 = 9 tokens, more than --context 8/],

@@ -77,14 +77,14 @@ export function describeShape(s: TinyShape): string {
 // ---------------------------------------------------------------------------------------------------------------
 // instrumentation
 
-interface Counts {
+export interface Counts {
   buffers: number; bindGroups: number; encoders: number; passes: number; dispatches: number;
   writeBuffers: number; submits: number;
 }
 
 const zero = (): Counts => ({ buffers: 0, bindGroups: 0, encoders: 0, passes: 0, dispatches: 0, writeBuffers: 0, submits: 0 });
 
-interface Probe {
+export interface Probe {
   counts: Counts;
   /** performance.now() when the last queue.submit returned. */
   lastSubmitEnd: number;
@@ -102,7 +102,7 @@ function patch<T extends object>(obj: T, key: string, wrap: (orig: (...a: unknow
 }
 
 /** Wraps the device: `full` counts every creation and encoding call, else only submit is wrapped (timing runs). */
-function probeDevice(device: GPUDevice, full: boolean): Probe {
+export function probeDevice(device: GPUDevice, full: boolean): Probe {
   const undo: (() => void)[] = [];
   const probe: Probe = { counts: zero(), lastSubmitEnd: 0, restore: () => { for (const u of undo.reverse()) u(); } };
   const c = probe.counts;

@@ -125,9 +125,15 @@ export function formatColumns(header: string[], rows: string[][], leftColumns: n
 
 export const ROW_COLUMNS = ['kernel', 'dims', 'shape', 'bits', 'gs', 'ms', 'GB/s', '% ceil', 'max err', 'copies'];
 
+/** The weight format column: bits, "bf16" for float weights of a linear, "-" for kernels without weights. */
+export function bitsText(r: KernelRow): string {
+  if (r.bits !== null) return String(r.bits);
+  return r.kernel === 'matvec' || r.kernel === 'gemm' ? 'bf16' : '-';
+}
+
 export function rowCells(r: KernelRow): string[] {
   return [
-    r.kernel, r.dims, r.shape, r.bits === null ? 'bf16' : String(r.bits), r.groupSize === null ? '-' : String(r.groupSize),
+    r.kernel, r.dims, r.shape, bitsText(r), r.groupSize === null ? '-' : String(r.groupSize),
     num(r.medianMs), num(r.gbps), fmt(r.pctCeiling, 1), errText(r.maxErr), String(r.copies),
   ];
 }

@@ -26,9 +26,11 @@ export const MODELS: Record<'0.8B' | '9B' | '27B', ModelDims> = {
 };
 
 export type ModelName = keyof typeof MODELS;
+/** The toy shapes of the tests' suite belong to no model. */
+export type ShapeOwner = ModelName | 'toy';
 
 /** A linear layer shape: y[N] = W[N, K] · x[K], and the modules of a model that have it. */
-export interface LinearShape { model: ModelName; modules: string; K: number; N: number }
+export interface LinearShape { model: ShapeOwner; modules: string; K: number; N: number }
 
 /** The distinct matvec shapes of one model (the tiny in_proj_a / in_proj_b, d → Hv, are left out). */
 export function linearShapes(model: ModelName): LinearShape[] {
@@ -39,14 +41,15 @@ export function linearShapes(model: ModelName): LinearShape[] {
   const value = m.linearValueHeads * m.linearHeadDim;
   const conv = 2 * m.linearKeyHeads * m.linearHeadDim + value;
   const list: [string, number, number][] = [
-    ['mlp gate_proj/up_proj', d, m.intermediate],
-    ['mlp down_proj', m.intermediate, d],
-    ['linear_attn in_proj_qkv', d, conv],
-    ['linear_attn in_proj_z', d, value],
-    ['linear_attn out_proj', value, d],
-    ['self_attn q_proj', d, 2 * attn],
-    ['self_attn k_proj/v_proj', d, kv],
-    ['self_attn o_proj', attn, d],
+    // The checkpoint's module names (mlp.*, linear_attn.*, self_attn.*), without the block prefix.
+    ['gate_proj/up_proj', d, m.intermediate],
+    ['down_proj', m.intermediate, d],
+    ['in_proj_qkv', d, conv],
+    ['in_proj_z', d, value],
+    ['out_proj', value, d],
+    ['q_proj', d, 2 * attn],
+    ['k_proj/v_proj', d, kv],
+    ['o_proj', attn, d],
     ['lm_head', d, m.vocab],
   ];
   // Shapes that coincide (9B: in_proj_z and o_proj are both 4096 → 4096) are measured once.
@@ -66,9 +69,9 @@ export type Bits = (typeof AFFINE_BITS)[number];
 /** What one kernel row measures. */
 export type KernelCase =
   | { kind: 'matvec'; shape: LinearShape; format: { bits: Bits; groupSize: 32 | 64 } | 'bf16'; M: number }
-  | { kind: 'gatedDelta'; model: ModelName; Hk: number; Hv: number; Dk: number; Dv: number }
-  | { kind: 'attention'; model: ModelName; H: number; Hkv: number; D: number; context: number }
-  | { kind: 'rmsNorm'; model: ModelName; rows: number; n: number };
+  | { kind: 'gatedDelta'; model: ShapeOwner; Hk: number; Hv: number; Dk: number; Dv: number }
+  | { kind: 'attention'; model: ShapeOwner; H: number; Hkv: number; D: number; context: number }
+  | { kind: 'rmsNorm'; model: ShapeOwner; rows: number; n: number };
 
 export type Preset = 'tiny' | 'quick' | 'default' | 'full';
 export const PRESETS: readonly Preset[] = ['tiny', 'quick', 'default', 'full'];
@@ -105,14 +108,15 @@ function everyFormat(shape: LinearShape, M = 1): KernelCase[] {
 }
 
 /** Tiny shapes that exercise every row kind in a second (the unit and e2e tests). */
-export const TINY_SHAPE: LinearShape = { model: '0.8B', modules: 'tiny test shape', K: 256, N: 96 };
+export const TINY_SHAPE: LinearShape = { model: 'toy', modules: 'linear', K: 256, N: 96 };
 
 /** GEMM rows above this many flops are left out of the default suite on a CPU adapter (SwiftShader: ~0.3 GFLOP/s). */
 const CPU_GEMM_MAX_FLOPS = 2e9;
 
 /**
- * The rows of a suite. quick: a minute on SwiftShader; default: every bit width at the 27B MLP shape, 4-bit at
- * every shape of the three models, GEMM at M = 64 and 128; full: every shape × every format, more contexts.
+ * The rows of a suite. quick: nine rows (about 40 s on SwiftShader, two cores; the whole run with the model part
+ * about 2.5 min); default: every bit width at the 27B MLP shape, 4-bit at every shape of the three models, GEMM at
+ * M = 64 and 128, the other families (about 4 min in all); full: every shape × every format, more contexts (slow).
  * `cpuAdapter` drops the default suite's large GEMMs, which take SwiftShader a minute each.
  */
 export function kernelCases(preset: Preset, opts: { cpuAdapter?: boolean } = {}): KernelCase[] {
@@ -124,9 +128,9 @@ export function kernelCases(preset: Preset, opts: { cpuAdapter?: boolean } = {})
       { kind: 'matvec', shape: TINY_SHAPE, format: { bits: 3, groupSize: 64 }, M: 1 },
       { kind: 'matvec', shape: TINY_SHAPE, format: 'bf16', M: 1 },
       { kind: 'matvec', shape: TINY_SHAPE, format: q4, M: 64 },
-      { kind: 'gatedDelta', model: '0.8B', Hk: 2, Hv: 4, Dk: 32, Dv: 32 },
-      { kind: 'attention', model: '0.8B', H: 4, Hkv: 2, D: 64, context: 100 },
-      { kind: 'rmsNorm', model: '0.8B', rows: 1, n: 256 },
+      { kind: 'gatedDelta', model: 'toy', Hk: 2, Hv: 4, Dk: 32, Dv: 32 },
+      { kind: 'attention', model: 'toy', H: 4, Hkv: 2, D: 64, context: 100 },
+      { kind: 'rmsNorm', model: 'toy', rows: 1, n: 256 },
     ];
   }
   if (preset === 'quick') {

@@ -3,7 +3,7 @@
 // CLI's `bench`) and the page (demo/bench.ts) both call runBench; only how the context is made differs.
 
 import type { GpuContext } from '../gpu/context.ts';
-import { measureCeiling } from './ceiling.ts';
+import { measureCeiling, type CeilingResult } from './ceiling.ts';
 import { caseLabel, runKernelRow, type RowOptions } from './kernels.ts';
 import { runModelBench, type ModelBenchOptions } from './model.ts';
 import type { BenchReport, KernelRow, PeerReport } from './report.ts';
@@ -28,6 +28,10 @@ export interface BenchOptions {
   peer?: (ctx: GpuContext, ceilingGBps: number) => Promise<PeerReport>;
   /** Awaited between steps, so a page can repaint. */
   onProgress?: (p: BenchProgress) => void | Promise<void>;
+  /** A ceiling measured earlier on this device (the page reuses it to run one kernel alone). */
+  ceiling?: CeilingResult;
+  /** Receives the ceiling once measured (or as given). */
+  onCeiling?: (c: CeilingResult) => void;
   /** Overrides of the per-preset timing and model settings. */
   timing?: Partial<Pick<RowOptions, 'samples' | 'targetMs' | 'workingSetBytes'>>;
   modelOptions?: Partial<ModelBenchOptions>;
@@ -67,7 +71,10 @@ export async function runBench(ctx: GpuContext, opts: BenchOptions = {}): Promis
   const report = async (label: string, row?: KernelRow) => { await opts.onProgress?.({ label, done, total, row }); };
 
   await report('ceiling: stream read and copy');
-  const ceiling = await measureCeiling(ctx, { ...timing, workingSetBytes: Math.max(timing.workingSetBytes ?? 0, preset === 'tiny' ? 4 << 20 : 96 << 20) });
+  const ceiling = opts.ceiling ?? await measureCeiling(ctx, {
+    ...timing, workingSetBytes: Math.max(timing.workingSetBytes ?? 0, preset === 'tiny' ? 4 << 20 : 96 << 20),
+  });
+  opts.onCeiling?.(ceiling);
   done++;
   const rows: KernelRow[] = [];
   for (const c of cases) {

@@ -1,4 +1,5 @@
-// `qwen-webgpu` command line: inspect a checkpoint, print logits, generate greedily — on Dawn (WebGPU in Node).
+// `qwen-webgpu` command line: inspect a checkpoint, print logits, generate greedily, run the kernel benchmarks — on
+// Dawn (WebGPU in Node).
 // Arguments are checked before anything is loaded, and against the model's config.json before any weight is read.
 import { statSync } from 'node:fs';
 import './shaders-node.ts';
@@ -10,6 +11,8 @@ import type { ByteSource } from '../format/safetensors.ts';
 import type { ModelConfig } from '../format/config.ts';
 import { openCheckpoint, summarizeCheckpoint, type Checkpoint } from '../format/checkpoint.ts';
 import { estimateMemory, loadEngine } from '../engine/engine.ts';
+import type { Preset } from '../bench/shapes.ts';
+import { runNodeBench } from './bench.ts';
 
 /** Exit statuses, also listed in --help. */
 export const EXIT = { ok: 0, runtime: 1, usage: 2 } as const;
@@ -18,6 +21,7 @@ const USAGE = `usage:
   qwen-webgpu inspect  --model DIR|URL [--context N] [--json]
   qwen-webgpu logits   --model DIR|URL --ids 1,2,3 [--then 4,5,6] [--context N] [--json]
   qwen-webgpu generate --model DIR|URL --ids 1,2,3 [--max-tokens N] [--context N] [--json]
+  qwen-webgpu bench    [--quick | --full | --tiny] [--no-model] [--out FILE] [--json]
 
   --model DIR|URL  a checkpoint folder (a Hugging Face cache snapshot folder works) or an http(s) base URL,
                    e.g. https://huggingface.co/ORG/NAME/resolve/main
@@ -27,11 +31,20 @@ const USAGE = `usage:
   --context N      KV-cache capacity in tokens, 1 to max_position_embeddings (inspect: default
                    min(4096, max_position_embeddings); logits, generate: default what the run needs, at least 16).
                    The prompt plus --then or --max-tokens must fit in it.
-  --json           machine-readable output; logits prints {"logits": [[...], ...]} (full vocabulary, f32)
+  --json           machine-readable output; logits prints {"logits": [[...], ...]} (full vocabulary, f32);
+                   bench prints the report as JSON instead of the table
+  --quick, --full  bench: a smaller suite (a few minutes on SwiftShader) or every shape and format (slow);
+                   --tiny is the tests' suite of toy shapes. Default: every bit width at the 27B MLP shape,
+                   4-bit at every 0.8B / 9B / 27B shape, the other kernel families, the whole synthetic model
+  --no-model       bench: kernel rows only, no whole-model figures
+  --out FILE       bench: also write the JSON report to FILE
   --progress       weight-loading progress on stderr even when stderr is not a terminal
   --quiet          no progress
   --debug          stack traces with errors (also QWEN_WEBGPU_DEBUG=1)
   -h, --help       this text
+
+bench: on a CPU adapter (SwiftShader) every time is a CPU time; only the ratios to the stream-read ceiling measured
+in the same run mean anything.
 
 logits: the first row is at the last prompt position after prefilling --ids; each further row follows a decode
 step feeding the next --then id.
@@ -45,17 +58,24 @@ class UsageError extends Error {}
 // ---------------------------------------------------------------------------------------------------------------
 // Arguments.
 
-const COMMANDS = ['inspect', 'logits', 'generate'] as const;
+const COMMANDS = ['inspect', 'logits', 'generate', 'bench'] as const;
 type Command = (typeof COMMANDS)[number];
 
 const FLAG_KINDS = {
   model: 'string', ids: 'string', then: 'string', 'max-tokens': 'string', context: 'string',
   json: 'boolean', progress: 'boolean', quiet: 'boolean', debug: 'boolean', help: 'boolean',
+  out: 'string', quick: 'boolean', full: 'boolean', tiny: 'boolean', 'no-model': 'boolean',
 } as const;
 type Flag = keyof typeof FLAG_KINDS;
 
-const COMMON_FLAGS: Flag[] = ['model', 'context', 'json', 'progress', 'quiet', 'debug', 'help'];
-const COMMAND_FLAGS: Record<Command, Flag[]> = { inspect: [], logits: ['ids', 'then'], generate: ['ids', 'max-tokens'] };
+const COMMON_FLAGS: Flag[] = ['json', 'progress', 'quiet', 'debug', 'help'];
+const MODEL_FLAGS: Flag[] = ['model', 'context'];
+const COMMAND_FLAGS: Record<Command, Flag[]> = {
+  inspect: MODEL_FLAGS,
+  logits: [...MODEL_FLAGS, 'ids', 'then'],
+  generate: [...MODEL_FLAGS, 'ids', 'max-tokens'],
+  bench: ['out', 'quick', 'full', 'tiny', 'no-model'],
+};
 
 /** Counts and ids beyond this are certainly typos; the model's own limits are checked later. */
 const MAX_COUNT = 2 ** 31 - 1;
@@ -105,7 +125,7 @@ function parseIds(flag: Flag, s: string): number[] {
 }
 
 interface Plan {
-  command: Command;
+  command: Exclude<Command, 'bench'>;
   model: string;
   context?: number;
   ids: number[];
@@ -115,7 +135,7 @@ interface Plan {
   progress: boolean;
 }
 
-function plan(command: Command, flags: Map<Flag, string | true>): Plan {
+function plan(command: Plan['command'], flags: Map<Flag, string | true>): Plan {
   const str = (f: Flag) => flags.get(f) as string | undefined;
   const model = str('model');
   if (model === undefined) throw new UsageError('--model is required');
@@ -156,6 +176,22 @@ function checkAgainstModel(p: Plan, cfg: ModelConfig): void {
       throw new UsageError(`--${flag}: token id ${bad} is outside the vocabulary (vocab_size ${cfg.vocabSize} in config.json)`);
     }
   }
+}
+
+interface BenchPlan { preset: Preset; model: boolean; json: boolean; out?: string; progress: boolean }
+
+function benchPlan(flags: Map<Flag, string | true>): BenchPlan {
+  const presets = (['quick', 'full', 'tiny'] as const).filter((f) => flags.has(f));
+  if (presets.length > 1) throw new UsageError(`${presets.map((f) => `--${f}`).join(' and ')} exclude each other`);
+  const out = flags.get('out') as string | undefined;
+  if (out !== undefined && out.trim() === '') throw new UsageError('--out is empty');
+  return {
+    preset: presets[0] ?? 'default',
+    model: !flags.has('no-model'),
+    json: flags.has('json'),
+    out,
+    progress: !flags.has('quiet') && (flags.has('progress') || !!process.stderr.isTTY),
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -354,7 +390,11 @@ export async function main(argv: string[]): Promise<number> {
     await write(USAGE + '\n');
     return EXIT.ok;
   }
-  const p = plan(command as Command, flags);
+  if (command === 'bench') {
+    await runNodeBench(benchPlan(flags), write);
+    return EXIT.ok;
+  }
+  const p = plan(command as Plan['command'], flags);
   const progress = progressReporter(p.progress && p.command !== 'inspect');
   const src = sourceFor(p.model, progress);
   if (p.command === 'inspect') await inspect(p, src);
