@@ -1,12 +1,12 @@
 // Step plans: replaying the recorded forward gives exactly the logits (and sampled ids) of encoding every call
 // afresh, on every tiny recipe, for prefill chunks and decode steps at many positions; and a decode step, counted
-// from outside through a proxy device, creates no GPU object and encodes one compute pass.
+// from outside by wrapping the device's methods, creates no GPU object and encodes one compute pass.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import '../src/node/shaders-node.ts';
 import { getNodeGpu } from '../src/node/dawn.ts';
 import { createGpuContext } from '../src/gpu/context.ts';
-import { countingDevice } from '../src/gpu/gpu-counter.ts';
+import { probeDevice } from '../src/gpu/gpu-counter.ts';
 import { createSampler, destroySampler, type SamplingParams } from '../src/gpu/sample.ts';
 import { makeTinyCheckpoint, TINY_RECIPES } from '../src/format/tiny.ts';
 import { memorySource } from '../src/format/memory-source.ts';
@@ -83,15 +83,13 @@ for (const recipe of TINY_RECIPES) {
 }
 
 test('a decode step, counted from outside: no buffer, bind group or pipeline created, one compute pass', async () => {
-  const real = await getNodeGpu();
-  const counting = countingDevice(real.device);
-  const ctx = createGpuContext(counting.device);
+  const ctx = await getNodeGpu();
   const engine = await loadEngine(ctx, memorySource(makeTinyCheckpoint('propc', { seed: 3 }), 'tiny-propc'), { contextLength: 64 });
   const sampler = createSampler(ctx, engine.config.vocabSize, engine.config.vocabSize);
   try {
     await engine.sample([1, 2, 3], sampler, SAMPLING, 0.5);
     await engine.sample('sampled', sampler, SAMPLING, 0.5); // the sampler's plan is recorded on first use
-    counting.reset();
+    let probe = probeDevice(ctx.device, true);
     const steps = 6;
     // Two in flight at a time: the GPU-resident pipeline, as the chat session runs it.
     for (let i = 0; i < steps; i += 2) {
@@ -99,11 +97,12 @@ test('a decode step, counted from outside: no buffer, bind group or pipeline cre
       const b = engine.sample('sampled', sampler, SAMPLING, (i + 1) / steps);
       await Promise.all([a, b]);
     }
-    const c = { ...counting.counts };
+    probe.restore();
+    const c = probe.counts;
     assert.equal(c.buffers, 0, 'buffers created per token');
     assert.equal(c.bindGroups, 0, 'bind groups created per token');
     assert.equal(c.pipelines, 0, 'pipelines created per token');
-    assert.equal(c.computePasses, steps, 'one compute pass per token');
+    assert.equal(c.passes, steps, 'one compute pass per token');
     assert.equal(c.submits, steps);
     // The forward plan plus the two sampling dispatches, every token.
     assert.equal(c.dispatches, steps * (engine.plans.decodeDispatches + 2));
@@ -111,11 +110,12 @@ test('a decode step, counted from outside: no buffer, bind group or pipeline cre
     assert.equal(c.writeBuffers, steps * 2);
 
     // engine.decode (logits readback) is also object-free.
-    counting.reset();
+    probe = probeDevice(ctx.device, true);
     await engine.decode(5);
-    assert.equal(counting.counts.buffers, 0);
-    assert.equal(counting.counts.bindGroups, 0);
-    assert.equal(counting.counts.computePasses, 1);
+    probe.restore();
+    assert.equal(probe.counts.buffers, 0);
+    assert.equal(probe.counts.bindGroups, 0);
+    assert.equal(probe.counts.passes, 1);
   } finally {
     destroySampler(sampler);
     engine.dispose();
@@ -123,23 +123,30 @@ test('a decode step, counted from outside: no buffer, bind group or pipeline cre
 });
 
 test('pipelines are all compiled at load: the first forwards compile nothing', async () => {
-  const real = await getNodeGpu();
-  const counting = countingDevice(real.device);
-  const ctx = createGpuContext(counting.device);
-  const engine = await loadEngine(ctx, memorySource(makeTinyCheckpoint('unsloth3', { seed: 5 }), 'tiny-unsloth3'), {
-    contextLength: 300, prefillChunk: 128,
-  });
+  // A context of its own on the shared device: an empty pipeline cache, so load has everything to compile.
+  const ctx = createGpuContext((await getNodeGpu()).device);
+  const probe = probeDevice(ctx.device, true);
+  let engine: Engine;
+  try {
+    engine = await loadEngine(ctx, memorySource(makeTinyCheckpoint('unsloth3', { seed: 5 }), 'tiny-unsloth3'), {
+      contextLength: 300, prefillChunk: 128,
+    });
+  } catch (e) {
+    probe.restore();
+    throw e;
+  }
   const sampler = createSampler(ctx, engine.config.vocabSize, engine.config.vocabSize);
   try {
-    const compiled = counting.counts.pipelines;
+    const compiled = probe.counts.pipelines;
     assert.ok(compiled > 10, `load compiled ${compiled} pipelines`);
     for (const len of [1, 2, 3, 4, 7, 16, 33, 128, 129]) {
       engine.reset();
       await engine.sample(randomIds(len, engine.config.vocabSize, len), sampler, SAMPLING, 0.25);
       await engine.sample('sampled', sampler, SAMPLING, 0.75);
     }
-    assert.equal(counting.counts.pipelines, compiled, 'pipelines compiled after load');
+    assert.equal(probe.counts.pipelines, compiled, 'pipelines compiled after load');
   } finally {
+    probe.restore();
     destroySampler(sampler);
     engine.dispose();
   }

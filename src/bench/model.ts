@@ -12,6 +12,7 @@
 // "CPU encode ≤ 3 ms per token at 64 layers" target of issue 7).
 
 import type { GpuContext } from '../gpu/context.ts';
+import { probeDevice, type Counts } from '../gpu/gpu-counter.ts';
 import { summarizeCheckpoint } from '../format/checkpoint.ts';
 import { memorySource } from '../format/memory-source.ts';
 import { makeTinyCheckpoint, type TinyRecipe, type TinyShape } from '../format/tiny.ts';
@@ -72,65 +73,6 @@ function structureShape(shape: TinyShape, layers: number): TinyShape {
 export function describeShape(s: TinyShape): string {
   return `hidden ${s.hiddenSize}, ${s.numLayers} layers, intermediate ${s.intermediateSize}, attention ${s.numHeads}/${s.numKvHeads}×${s.headDim}, ` +
     `GDN ${s.linearKeyHeads}k/${s.linearValueHeads}v×${s.linearHeadDim}, vocab ${s.vocabSize}`;
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// instrumentation
-
-export interface Counts {
-  buffers: number; bindGroups: number; encoders: number; passes: number; dispatches: number;
-  writeBuffers: number; submits: number;
-}
-
-const zero = (): Counts => ({ buffers: 0, bindGroups: 0, encoders: 0, passes: 0, dispatches: 0, writeBuffers: 0, submits: 0 });
-
-export interface Probe {
-  counts: Counts;
-  /** performance.now() when the last queue.submit returned. */
-  lastSubmitEnd: number;
-  restore(): void;
-}
-
-/** Replaces `obj[key]` by an own property wrapping it; restore() puts back what was there. */
-function patch<T extends object>(obj: T, key: string, wrap: (orig: (...a: unknown[]) => unknown) => (...a: unknown[]) => unknown, undo: (() => void)[]): void {
-  const o = obj as Record<string, unknown>;
-  const own = Object.prototype.hasOwnProperty.call(o, key);
-  const prev = o[key];
-  const orig = prev as (...a: unknown[]) => unknown;
-  o[key] = wrap((...a) => orig.apply(obj, a));
-  undo.push(() => { if (own) o[key] = prev; else delete o[key]; });
-}
-
-/** Wraps the device: `full` counts every creation and encoding call, else only submit is wrapped (timing runs). */
-export function probeDevice(device: GPUDevice, full: boolean): Probe {
-  const undo: (() => void)[] = [];
-  const probe: Probe = { counts: zero(), lastSubmitEnd: 0, restore: () => { for (const u of undo.reverse()) u(); } };
-  const c = probe.counts;
-  const queue = device.queue;
-  patch(queue, 'submit', (orig) => (...a) => {
-    c.submits++;
-    const r = orig(...a);
-    probe.lastSubmitEnd = performance.now();
-    return r;
-  }, undo);
-  if (!full) return probe;
-  patch(queue, 'writeBuffer', (orig) => (...a) => { c.writeBuffers++; return orig(...a); }, undo);
-  patch(device, 'createBuffer', (orig) => (...a) => { c.buffers++; return orig(...a); }, undo);
-  patch(device, 'createBindGroup', (orig) => (...a) => { c.bindGroups++; return orig(...a); }, undo);
-  patch(device, 'createCommandEncoder', (orig) => (...a) => {
-    c.encoders++;
-    const enc = orig(...a) as GPUCommandEncoder;
-    const encUndo: (() => void)[] = [];
-    patch(enc, 'beginComputePass', (begin) => (...b) => {
-      c.passes++;
-      const pass = begin(...b) as GPUComputePassEncoder;
-      patch(pass, 'dispatchWorkgroups', (d) => (...x) => { c.dispatches++; return d(...x); }, encUndo);
-      patch(pass, 'dispatchWorkgroupsIndirect', (d) => (...x) => { c.dispatches++; return d(...x); }, encUndo);
-      return pass;
-    }, encUndo);
-    return enc;
-  }, undo);
-  return probe;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
