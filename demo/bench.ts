@@ -3,7 +3,7 @@
 // limits, the table as rows finish, a canvas chart of % of the stream-read ceiling per kernel, and the JSON.
 // Query parameters (the e2e test uses them): ?preset=tiny|quick|default|full, ?model=0, ?autorun=1.
 import '../src/gpu/shaders-vite.ts';
-import { createGpuContext, requestGpuDevice, type GpuContext } from '../src/gpu/context.ts';
+import { createGpuContext, requestBrowserGpuDevice, type GpuContext } from '../src/gpu/context.ts';
 import type { CeilingResult } from '../src/bench/ceiling.ts';
 import { caseLabel } from '../src/bench/kernels.ts';
 import { bitsText, formatStructure, num, errText, type BenchReport, type KernelRow } from '../src/bench/report.ts';
@@ -24,10 +24,7 @@ function showError(e: unknown): void {
 
 async function gpu(): Promise<GpuContext> {
   if (ctx) return ctx;
-  if (!('gpu' in navigator)) throw new Error('WebGPU is not available in this browser (navigator.gpu is missing)');
-  const adapter = await navigator.gpu.requestAdapter({ powerPreference: 'high-performance' });
-  if (!adapter) throw new Error('no WebGPU adapter is available');
-  const device = await requestGpuDevice(adapter);
+  const device = await requestBrowserGpuDevice();
   device.lost.then((info) => {
     ctx = undefined;
     ceiling = undefined;

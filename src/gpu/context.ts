@@ -23,6 +23,11 @@ export interface GpuContext {
   storage(bytes: number, label?: string): GPUBuffer;
 }
 
+/** The pipeline cache's key: one per WGSL text, override constants and entry point. */
+export function pipelineKey(code: string, constants: Record<string, number> = {}, entryPoint = 'main'): string {
+  return `${entryPoint}\u0000${JSON.stringify(constants)}\u0000${code}`;
+}
+
 /** Limits worth raising above the WebGPU defaults when the adapter allows it. */
 const WANTED_LIMITS = [
   'maxStorageBufferBindingSize',
@@ -42,6 +47,14 @@ export async function requestGpuDevice(adapter: GPUAdapter): Promise<GPUDevice> 
   const requiredLimits: Record<string, number> = {};
   for (const k of WANTED_LIMITS) requiredLimits[k] = adapter.limits[k] as number;
   return adapter.requestDevice({ requiredFeatures, requiredLimits });
+}
+
+/** In a browser (page or worker): navigator.gpu's high-performance adapter and a device from requestGpuDevice. */
+export async function requestBrowserGpuDevice(): Promise<GPUDevice> {
+  if (!('gpu' in navigator)) throw new Error('WebGPU is not available in this browser (navigator.gpu is missing)');
+  const adapter = await navigator.gpu.requestAdapter({ powerPreference: 'high-performance' });
+  if (!adapter) throw new Error('no WebGPU adapter is available');
+  return requestGpuDevice(adapter);
 }
 
 export function createGpuContext(device: GPUDevice): GpuContext {
@@ -67,7 +80,7 @@ export function createGpuContext(device: GPUDevice): GpuContext {
     features,
     limits: device.limits,
     pipeline(code, constants = {}, entryPoint = 'main') {
-      const key = `${entryPoint}\u0000${JSON.stringify(constants)}\u0000${code}`;
+      const key = pipelineKey(code, constants, entryPoint);
       let p = cache.get(key);
       if (!p) {
         p = device.createComputePipeline({ layout: 'auto', compute: { module: moduleOf(code), entryPoint, constants } });
@@ -77,7 +90,7 @@ export function createGpuContext(device: GPUDevice): GpuContext {
       return p;
     },
     async pipelineAsync(code, constants = {}, entryPoint = 'main') {
-      const key = `${entryPoint}\u0000${JSON.stringify(constants)}\u0000${code}`;
+      const key = pipelineKey(code, constants, entryPoint);
       const have = cache.get(key);
       if (have) return have;
       let p = inFlight.get(key);

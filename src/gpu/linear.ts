@@ -3,7 +3,7 @@
 // prefill (larger M) runs a 64 × 64 tiled GEMM that dequantises each weight tile once per 64 tokens.
 import { grid2d, type GpuContext } from './context.ts';
 import type { Binding, Kernel, Recorder } from './plan.ts';
-import { shader } from './shaders.ts';
+import { shader, shaderText } from './shaders.ts';
 
 export type ScaleDtype = 'bf16' | 'f16' | 'f32';
 export type LinearFormat =
@@ -172,15 +172,14 @@ fn load_x(i: u32) -> f32 { return X[i]; }`;
 }
 
 /**
- * WGSL has no includes: a kernel is the concatenation of shader files, with `enable subgroups;` first when the
- * subgroup reduction is used and the vec4 x block swapped for scalar loads when asked. Joined once per variant so
- * the pipeline cache sees one stable string.
+ * A linear kernel is shaderText(files) with `enable subgroups;` first when the subgroup reduction is used and the
+ * vec4 x block swapped for scalar loads when asked; cached per variant so the pipeline cache sees one stable string.
  */
 function kernelText(files: string[], opts: { subgroups?: boolean; scalarXBinding?: number } = {}): string {
   const key = `${files.join('+')}:${opts.subgroups ? 'sg' : ''}:${opts.scalarXBinding ?? ''}`;
   let code = kernelTexts.get(key);
   if (code === undefined) {
-    code = (opts.subgroups ? 'enable subgroups;\n' : '') + files.map((f) => shader(f)).join('\n');
+    code = (opts.subgroups ? 'enable subgroups;\n' : '') + shaderText(...files);
     if (opts.scalarXBinding !== undefined) {
       if (!X_BLOCK.test(code)) throw new Error(`shader ${files.join(' + ')} has no x-binding block`);
       code = code.replace(X_BLOCK, scalarX(opts.scalarXBinding));

@@ -5,7 +5,7 @@
 // Semantics are those of the same-named functions in src/model/reference-ops.ts. All tensors are f32.
 import type { GpuContext } from './context.ts';
 import { STEP_BINDING, type Binding, type Recorder } from './plan.ts';
-import { shader } from './shaders.ts';
+import { shader, shaderText } from './shaders.ts';
 
 // ---------------------------------------------------------------------------------------------------------------
 // plumbing
@@ -38,18 +38,6 @@ function run(
   rec.dispatch({ code, entry, constants }, bindings, groups, label);
 }
 
-const joined = new Map<string, string>();
-/** WGSL has no includes: a kernel is the concatenation of shader files, joined once so pipelines cache by it. */
-function code(...names: string[]): string {
-  const key = names.join('+');
-  let text = joined.get(key);
-  if (text === undefined) {
-    text = names.map((n) => shader(n)).join('\n');
-    joined.set(key, text);
-  }
-  return text;
-}
-
 const pow2ceil = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 const ELEMENTWISE_WG = 256;
 const CONV_MAX_K = 64; // MAXK in conv1d.wgsl // matches WG in elementwise.wgsl, rope.wgsl, conv1d.wgsl
@@ -59,7 +47,7 @@ function elementwise(
 ): void {
   if (n <= 0) return;
   const p = params(rec, [n, ...fields, 0, 0, 0, 0, 0, 0, 0].slice(0, 8));
-  run(rec, code('step', 'elementwise'), entry, {}, { 0: p, ...bindings }, Math.ceil(n / ELEMENTWISE_WG), entry);
+  run(rec, shaderText('step', 'elementwise'), entry, {}, { 0: p, ...bindings }, Math.ceil(n / ELEMENTWISE_WG), entry);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -154,7 +142,7 @@ export function rope(
   const n = T * heads * half;
   if (n === 0) return;
   const p = params(rec, [n, heads, D, half, 0, 0, 0, 0]);
-  run(rec, code('rope_angle', 'step', 'rope'), 'rope', {}, { 0: p, 1: x, 2: ropeTable(rec.ctx, rotaryDim, theta), [STEP_BINDING]: rec.step },
+  run(rec, shaderText('rope_angle', 'step', 'rope'), 'rope', {}, { 0: p, 1: x, 2: ropeTable(rec.ctx, rotaryDim, theta), [STEP_BINDING]: rec.step },
     Math.ceil(n / ELEMENTWISE_WG), 'rope');
 }
 
@@ -199,7 +187,7 @@ export function normRope(
   const p = params(rec, [rows, D, { f32: eps }, 0]);
   const cache = opts.cacheRows !== undefined;
   const rp = params(rec, [heads, rotaryDim / 2, opts.inStride ?? D, cache ? 1 : 0, opts.cacheRows ?? 0, 0, 0, 0]);
-  run(rec, code('norm', 'rope_angle', 'step', 'norm_rope'), 'norm_rope', { WG: normWorkgroup(D) },
+  run(rec, shaderText('norm', 'rope_angle', 'step', 'norm_rope'), 'norm_rope', { WG: normWorkgroup(D) },
     { 0: p, 1: x, 2: gain, 3: y, 5: ropeTable(rec.ctx, rotaryDim, theta), 6: rp, [STEP_BINDING]: rec.step }, rows, 'normRope');
 }
 
@@ -262,7 +250,7 @@ export function attention(
   const split = nsplit > 1;
   const GATE = opts.gate ? 1 : 0;
   const constants = { D, BQ, TPR: ATTN_TPR, BK: ATTN_BK, E: Math.ceil(D / ATTN_TPR), SPLIT: split ? 1 : 0, GATE };
-  const text = code('step', 'attention');
+  const text = shaderText('step', 'attention');
   // Without a gate the binding is still in the layout (its use sits under a constant-false branch): bind q.
   const gate = opts.gate ?? q;
   const groups = base * nsplit;

@@ -9,7 +9,7 @@
 // Values that change between calls of a plan (the position) live in one small `step` uniform that the kernels
 // depending on them bind; it is written once per call (writeStep). Models: ratchet's Executable (one pass, uniforms
 // set up front), wonnx (bind groups built at load).
-import { grid2d, type GpuContext } from './context.ts';
+import { grid2d, pipelineKey, type GpuContext } from './context.ts';
 
 /** A uniform or storage binding: a whole buffer or a range of one. */
 export type Binding = GPUBuffer | { buffer: GPUBuffer; offset: number; size: number };
@@ -55,7 +55,7 @@ function workgroups(ctx: GpuContext, groups: number | [number, number?, number?]
 }
 
 function pipelineOf(ctx: GpuContext, k: Kernel): GPUComputePipeline {
-  return ctx.pipeline(k.code, k.constants ?? {}, k.entry ?? 'main');
+  return ctx.pipeline(k.code, k.constants, k.entry);
 }
 
 function entries(bindings: Record<number, Binding>): GPUBindGroupEntry[] {
@@ -206,7 +206,7 @@ export function collectKernels(ctx: GpuContext, step: GPUBuffer, fns: ((rec: Rec
     step,
     params: () => dummy,
     dispatch(kernel) {
-      const key = `${kernel.entry ?? 'main'}\u0000${JSON.stringify(kernel.constants ?? {})}\u0000${kernel.code}`;
+      const key = pipelineKey(kernel.code, kernel.constants, kernel.entry);
       if (!seen.has(key)) seen.set(key, kernel);
     },
   };
@@ -226,7 +226,7 @@ export async function compileKernels(
   const worker = async (): Promise<void> => {
     while (next < kernels.length) {
       const k = kernels[next++];
-      await ctx.pipelineAsync(k.code, k.constants ?? {}, k.entry ?? 'main');
+      await ctx.pipelineAsync(k.code, k.constants, k.entry);
       onProgress?.(++done, kernels.length);
     }
   };

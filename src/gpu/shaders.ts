@@ -13,3 +13,18 @@ export function shader(name: string): string {
   }
   return code;
 }
+
+const joined = new Map<string, string>();
+/**
+ * WGSL has no includes: a kernel is the concatenation of shader files (a shared part first, e.g. step.wgsl),
+ * joined once so the pipeline cache, keyed by the text, sees one stable string.
+ */
+export function shaderText(...names: string[]): string {
+  const key = names.join('+');
+  let text = joined.get(key);
+  if (text === undefined) {
+    text = names.map((n) => shader(n)).join('\n');
+    joined.set(key, text);
+  }
+  return text;
+}

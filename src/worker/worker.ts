@@ -2,7 +2,7 @@
 // through Comlink (src/worker/client.ts). One model and one running completion at a time.
 import * as Comlink from 'comlink';
 import '../gpu/shaders-vite.ts';
-import { createGpuContext, requestGpuDevice, type GpuContext } from '../gpu/context.ts';
+import { createGpuContext, requestBrowserGpuDevice, type GpuContext } from '../gpu/context.ts';
 import type { ByteSource } from '../format/safetensors.ts';
 import { openChatModel, type ChatModel } from '../engine/chat-model.ts';
 import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest } from '../engine/chat.ts';
@@ -18,10 +18,7 @@ let onDeviceLost: ((message: string) => void) | undefined;
 
 async function getGpu(): Promise<GpuContext> {
   if (gpu) return gpu;
-  if (!('gpu' in navigator)) throw new Error('WebGPU is not available in this browser (navigator.gpu is missing)');
-  const adapter = await navigator.gpu.requestAdapter({ powerPreference: 'high-performance' });
-  if (!adapter) throw new Error('no WebGPU adapter is available');
-  const device = await requestGpuDevice(adapter);
+  const device = await requestBrowserGpuDevice();
   const ctx = createGpuContext(device);
   device.lost.then((info) => {
     // A lost device takes every buffer with it: forget the model so the next load starts clean.
