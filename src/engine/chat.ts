@@ -183,19 +183,19 @@ export function createChatSession(engine: Engine, tokenizer: Tokenizer, opts: Ch
     ctx.device.queue.submit([enc.finish()]);
 
     /**
-     * Runs `tokens` through the engine, keeping `fed` equal to what the sequence holds: on an abort (undefined)
-     * that is the chunks that ran, so a later prompt that extends them continues from there.
+     * Runs `tokens` through the engine with `forward`, keeping `fed` equal to what the sequence holds: on an abort
+     * (undefined) that is the chunks that ran, so a later prompt that extends them continues from there.
      */
-    const feed = async (tokens: number[]): Promise<boolean> => {
+    const feed = async <R>(tokens: number[], forward: () => Promise<R>): Promise<{ r: R } | undefined> => {
       const start = engine.position;
       try {
-        await engine.forward(tokens, () => {}, async () => undefined, { signal });
+        const r = await forward();
         fed.push(...tokens);
-        return true;
+        return { r };
       } catch (e) {
         if (!isAbortError(e)) throw e;
         fed.push(...tokens.slice(0, engine.position - start));
-        return false;
+        return undefined;
       }
     };
     /** The id drawn after `sampled`; non-finite logits are an error, never token 0. */
@@ -206,15 +206,8 @@ export function createChatSession(engine: Engine, tokenizer: Tokenizer, opts: Ch
     /** The first id, after the rest of the prompt; undefined when aborted. */
     const prefillAndDraw = async (tokens: number[]): Promise<number | undefined> => {
       const start = engine.position;
-      try {
-        const s = await engine.sample(tokens, sampler, params, rng(), { signal });
-        fed.push(...tokens);
-        return checked('prefill', start, tokens.length, s);
-      } catch (e) {
-        if (!isAbortError(e)) throw e;
-        fed.push(...tokens.slice(0, engine.position - start));
-        return undefined;
-      }
+      const done = await feed(tokens, () => engine.sample(tokens, sampler, params, rng(), { signal }));
+      return done && checked('prefill', start, tokens.length, done.r);
     };
     /**
      * Queues the decode step that feeds the last queued draw (it stays on the GPU) and draws the next one. The
@@ -228,7 +221,8 @@ export function createChatSession(engine: Engine, tokenizer: Tokenizer, opts: Ch
     const t0 = now();
     let aborted = false;
     if (shared.length > reused) {
-      aborted = !(await feed(ids.slice(reused, shared.length)));
+      const history = ids.slice(reused, shared.length);
+      aborted = !(await feed(history, () => engine.forward(history, () => {}, async () => undefined, { signal })));
     }
     // The snapshot moves only once the whole shared history is in: an abort before leaves the previous one intact.
     if (!aborted && shared.length >= reused) promptPoint = { tokens: shared, snap: engine.snapshot(promptPoint?.snap) };

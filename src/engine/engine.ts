@@ -150,6 +150,17 @@ function checkPositiveInt(name: string, x: unknown): void {
   if (typeof x !== 'number' || !Number.isInteger(x) || x < 1) throw new Error(`${name} ${show(x)} must be a positive integer (tokens)`);
 }
 
+/** What one forward call adds around the replayed forward (loadEngine's queueForward). */
+interface QueueOptions {
+  /** Its draw goes into the same pass, after the forward. */
+  sampler?: Sampler;
+  /** One-off work on the logits, after the pass (engine.forward's `finish`). */
+  finish?: (rec: Recorder, logits: GPUBuffer) => void;
+  /** Commands after everything else (copies to staging). */
+  after?: (enc: GPUCommandEncoder) => void;
+  tap?: ForwardOptions['tapLogits'];
+}
+
 export async function loadEngine(ctx: GpuContext, source: ByteSource, opts: EngineOptions = {}): Promise<Engine> {
   if (opts.contextLength !== undefined) checkPositiveInt('contextLength', opts.contextLength);
   if (opts.prefillChunk !== undefined) checkPositiveInt('prefillChunk', opts.prefillChunk);
@@ -210,11 +221,11 @@ export async function loadEngine(ctx: GpuContext, source: ByteSource, opts: Engi
     } else {
       plan = recordPlan(ctx, step, `forward T=${T}`, forwardOf(T));
       stats.recorded++;
-      for (const [t, old] of plans) {
-        if (plans.size < PLAN_CACHE || t === 1) continue;
-        plans.delete(t);
-        destroyPlan(old);
-        break;
+      // A Map iterates in insertion order and every use re-inserts, so the first key other than 1 is the LRU one.
+      const stale = plans.size >= PLAN_CACHE ? [...plans.keys()].find((t) => t !== 1) : undefined;
+      if (stale !== undefined) {
+        destroyPlan(plans.get(stale)!);
+        plans.delete(stale);
       }
     }
     plans.set(T, plan);
@@ -240,22 +251,22 @@ export async function loadEngine(ctx: GpuContext, source: ByteSource, opts: Engi
         throw new Error(`token id ${id} is outside the vocabulary [0, ${cfg.vocabSize})`);
       }
     }
-    if (state.position + ids.length > contextLength) {
-      throw new Error(
-        `context overflow: ${state.position} tokens in the sequence + ${ids.length} new > context length ${contextLength}`,
-      );
+    checkRoom(ids.length);
+  }
+
+  function checkRoom(n: number): void {
+    if (state.position + n > contextLength) {
+      throw new Error(`context overflow: ${state.position} tokens in the sequence + ${n} new > context length ${contextLength}`);
     }
   }
 
+
   /**
    * Queues the forward of `T` tokens at the current position (ids already written, or staying on the GPU) and
-   * advances the position. `sampler` adds its draw to the same pass, `finish` one-off work on the logits, and
-   * `after` commands after the pass (copies to staging).
+   * advances the position.
    */
-  function queueForward(
-    T: number, label: string, sampler?: Sampler, after?: (enc: GPUCommandEncoder) => void,
-    finish?: (rec: Recorder, logits: GPUBuffer) => void, tap?: ForwardOptions['tapLogits'],
-  ): void {
+  function queueForward(T: number, label: string, q: QueueOptions = {}): void {
+    const { sampler, finish, after, tap } = q;
     writeStep(ctx, step, { position: state.position });
     const enc = ctx.device.createCommandEncoder({ label });
     if (direct) {
@@ -318,12 +329,10 @@ export async function loadEngine(ctx: GpuContext, source: ByteSource, opts: Engi
         if (isLast) last(chunk.length, label);
         else queueForward(chunk.length, label);
       });
+      await queued;
       if (paced && !isLast) {
-        await queued;
         await ctx.device.queue.onSubmittedWorkDone();
         onProgress?.(start + chunk.length, ids.length);
-      } else {
-        await queued;
       }
     }
   }
@@ -332,7 +341,7 @@ export async function loadEngine(ctx: GpuContext, source: ByteSource, opts: Engi
     ids: number[], finish: (rec: Recorder, logits: GPUBuffer) => void, read: () => Promise<R>,
     fopts: ForwardOptions = {},
   ): Promise<R> {
-    await chunks(ids, fopts, (T, label) => queueForward(T, label, undefined, undefined, finish));
+    await chunks(ids, fopts, (T, label) => queueForward(T, label, { finish }));
     const r = await read();
     fopts.onProgress?.(ids.length, ids.length);
     return r;
@@ -345,8 +354,8 @@ export async function loadEngine(ctx: GpuContext, source: ByteSource, opts: Engi
     const start = state.position;
     logitsBusy = true;
     try {
-      await chunks(ids, fopts, (T, label) => queueForward(T, label, undefined, (enc) => {
-        enc.copyBufferToBuffer(scratch.logits, 0, logitsStaging, 0, cfg.vocabSize * 4);
+      await chunks(ids, fopts, (T, label) => queueForward(T, label, {
+        after: (enc) => enc.copyBufferToBuffer(scratch.logits, 0, logitsStaging, 0, cfg.vocabSize * 4),
       }));
       await logitsStaging.mapAsync(GPUMapMode.READ);
       const logits = new Float32Array(logitsStaging.getMappedRange().slice(0));
@@ -366,11 +375,15 @@ export async function loadEngine(ctx: GpuContext, source: ByteSource, opts: Engi
     let slot = -1;
     const queueLast = (T: number, label: string) => {
       writeSampleParams(ctx, sampler, params, u);
-      queueForward(T, label, sampler, (enc) => {
-        slot = copySampled(enc, sampler);
-        // The draw also becomes the next step's input, without a round trip through the CPU.
-        enc.copyBufferToBuffer(sampler.ids, 0, scratch.ids, 0, 4);
-      }, undefined, fopts.tapLogits);
+      queueForward(T, label, {
+        sampler,
+        tap: fopts.tapLogits,
+        after: (enc) => {
+          slot = copySampled(enc, sampler);
+          // The draw also becomes the next step's input, without a round trip through the CPU.
+          enc.copyBufferToBuffer(sampler.ids, 0, scratch.ids, 0, 4);
+        },
+      });
       drawnBy = sampler;
     };
     if (ids === 'sampled') {
@@ -378,8 +391,10 @@ export async function loadEngine(ctx: GpuContext, source: ByteSource, opts: Engi
       if (drawnBy !== sampler) {
         return Promise.reject(new Error("sample('sampled'): the last forward did not end with a draw of this sampler"));
       }
-      if (state.position + 1 > contextLength) {
-        return Promise.reject(new Error(`context overflow: ${state.position} tokens in the sequence + 1 new > context length ${contextLength}`));
+      try {
+        checkRoom(1);
+      } catch (e) {
+        return Promise.reject(e);
       }
       const queued = scoped(() => queueLast(1, `decode ${state.position}`));
       return queued.then(() => readStaged(sampler, slot), (e) => {
