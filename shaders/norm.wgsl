@@ -53,18 +53,33 @@ fn row_of(wid: vec3u, nwg: vec3u) -> u32 {
   return wid.x + wid.y * nwg.x;
 }
 
+// 1 / sqrt(mean(x²) + eps) over the n values of x from offset o; every invocation gets it. Uniform control flow.
+fn inv_rms_x(o: u32, lid: u32) -> f32 {
+  var ss = 0.0;
+  for (var j = lid; j < P.n; j += WG) {
+    let v = x[o + j];
+    ss += v * v;
+  }
+  return inverseSqrt(workgroup_sum(ss, lid) / f32(P.n) + P.eps);
+}
+
+// The same over y, for the in-place entry points (which bind the row once, as y).
+fn inv_rms_y(o: u32, lid: u32) -> f32 {
+  var ss = 0.0;
+  for (var j = lid; j < P.n; j += WG) {
+    let v = y[o + j];
+    ss += v * v;
+  }
+  return inverseSqrt(workgroup_sum(ss, lid) / f32(P.n) + P.eps);
+}
+
 @compute @workgroup_size(WG)
 fn rms_norm(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
             @builtin(local_invocation_index) lid: u32) {
   let row = row_of(wid, nwg);
   if (row >= P.rows) { return; }
   let o = row * P.n;
-  var ss = 0.0;
-  for (var j = lid; j < P.n; j += WG) {
-    let v = x[o + j];
-    ss += v * v;
-  }
-  let r = inverseSqrt(workgroup_sum(ss, lid) / f32(P.n) + P.eps);
+  let r = inv_rms_x(o, lid);
   for (var j = lid; j < P.n; j += WG) {
     y[o + j] = gain[j] * (x[o + j] * r);
   }
@@ -76,13 +91,8 @@ fn rms_norm_inplace(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) 
   let row = row_of(wid, nwg);
   if (row >= P.rows) { return; }
   let o = row * P.n;
-  var ss = 0.0;
-  for (var j = lid; j < P.n; j += WG) {
-    let v = y[o + j];
-    ss += v * v;
-  }
   // Each invocation rewrites only the elements it read itself, and the sum is complete before any write.
-  let r = inverseSqrt(workgroup_sum(ss, lid) / f32(P.n) + P.eps);
+  let r = inv_rms_y(o, lid);
   for (var j = lid; j < P.n; j += WG) {
     y[o + j] = gain[j] * (y[o + j] * r);
   }
@@ -94,12 +104,7 @@ fn rms_norm_gated(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nw
   let row = row_of(wid, nwg);
   if (row >= P.rows) { return; }
   let o = row * P.n;
-  var ss = 0.0;
-  for (var j = lid; j < P.n; j += WG) {
-    let v = x[o + j];
-    ss += v * v;
-  }
-  let r = inverseSqrt(workgroup_sum(ss, lid) / f32(P.n) + P.eps);
+  let r = inv_rms_x(o, lid);
   for (var j = lid; j < P.n; j += WG) {
     let zj = z[o + j];
     y[o + j] = gain[j] * (x[o + j] * r) * (zj * sigmoid(zj));
@@ -112,12 +117,7 @@ fn rms_norm_gated_inplace(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgr
   let row = row_of(wid, nwg);
   if (row >= P.rows) { return; }
   let o = row * P.n;
-  var ss = 0.0;
-  for (var j = lid; j < P.n; j += WG) {
-    let v = y[o + j];
-    ss += v * v;
-  }
-  let r = inverseSqrt(workgroup_sum(ss, lid) / f32(P.n) + P.eps);
+  let r = inv_rms_y(o, lid);
   for (var j = lid; j < P.n; j += WG) {
     let zj = z[o + j];
     y[o + j] = gain[j] * (y[o + j] * r) * (zj * sigmoid(zj));

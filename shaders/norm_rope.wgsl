@@ -30,12 +30,7 @@ fn norm_rope(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: ve
   let t = row / RP.heads;
   let h = row % RP.heads;
   let xo = row * RP.inStride;
-  var ss = 0.0;
-  for (var j = lid; j < P.n; j += WG) {
-    let v = x[xo + j];
-    ss += v * v;
-  }
-  let r = inverseSqrt(workgroup_sum(ss, lid) / f32(P.n) + P.eps);
+  let r = inv_rms_x(xo, lid);
   for (var j = lid; j < P.n; j += WG) {
     normed[j] = gain[j] * (x[xo + j] * r);
   }
