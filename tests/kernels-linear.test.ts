@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { getNodeGpu } from '../src/node/dawn.ts';
 import { readF32, uploadBytes, type GpuContext } from '../src/gpu/context.ts';
 import { directRecorder } from '../src/gpu/plan.ts';
+import { maxAbsError } from '../src/bench/data.ts';
 import {
   createGpuLinear, destroyGpuLinear, embedGather, linear, linearOptions, MATVEC_MAX_M,
   type GpuLinear, type LinearFormat, type ScaleDtype,
@@ -63,20 +64,9 @@ async function runLinear(ctx: GpuContext, lin: GpuLinear, x: Float32Array, M: nu
   return y;
 }
 
-function maxErr(got: Float32Array, want: Float32Array): { err: number; scale: number } {
-  assert.equal(got.length, want.length);
-  let err = 0;
-  let scale = 1;
-  for (let i = 0; i < want.length; i++) {
-    const d = Math.abs(got[i] - want[i]);
-    if (!(d <= err)) err = Number.isNaN(d) ? Infinity : d;
-    scale = Math.max(scale, Math.abs(want[i]));
-  }
-  return { err, scale };
-}
-
 function check(label: string, got: Float32Array, want: Float32Array): void {
-  const { err, scale } = maxErr(got, want);
+  assert.equal(got.length, want.length);
+  const { err, scale } = maxAbsError(got, want);
   console.log(`${label.padEnd(44)} max|Δ| ${err.toExponential(2)}  (max|ref| ${scale.toFixed(2)})`);
   assert.ok(err <= 1e-4 * scale, `${label}: max |Δ| ${err} > ${1e-4 * scale}`);
 }

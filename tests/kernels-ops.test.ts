@@ -8,6 +8,7 @@ import { getNodeGpu } from '../src/node/dawn.ts';
 import { readF32, uploadBytes, type GpuContext } from '../src/gpu/context.ts';
 import * as ops from '../src/gpu/ops.ts';
 import { directRecorder } from '../src/gpu/plan.ts';
+import { maxAbsError } from '../src/bench/data.ts';
 import * as ref from '../src/model/reference-ops.ts';
 
 // Deterministic inputs (mulberry32) so a failure reproduces.
@@ -46,17 +47,11 @@ const rec = (enc: GPUCommandEncoder, position = 0) => directRecorder(ctx, enc, {
 
 function check(name: string, got: Float32Array, want: Float32Array): void {
   assert.equal(got.length, want.length, `${name}: length`);
-  let maxErr = 0;
-  let maxRef = 0;
-  for (let i = 0; i < want.length; i++) {
-    const e = Math.abs(got[i] - want[i]);
-    // NaN must fail, and `NaN > maxErr` is false.
-    if (!(e <= maxErr)) maxErr = Number.isNaN(e) ? Infinity : e;
-    maxRef = Math.max(maxRef, Math.abs(want[i]));
-  }
-  const tol = 1e-4 * Math.max(1, maxRef);
-  console.log(`${name}: max |Δ| = ${maxErr.toExponential(2)} (max |ref| ${maxRef.toFixed(3)}, tol ${tol.toExponential(1)})`);
-  assert.ok(maxErr <= tol, `${name}: max |Δ| ${maxErr} > ${tol}`);
+  // NaN counts as an infinite error, so it fails.
+  const { err, scale } = maxAbsError(got, want);
+  const tol = 1e-4 * scale;
+  console.log(`${name}: max |Δ| = ${err.toExponential(2)} (max(1, max |ref|) ${scale.toFixed(3)}, tol ${tol.toExponential(1)})`);
+  assert.ok(err <= tol, `${name}: max |Δ| ${err} > ${tol}`);
 }
 
 test('rmsNorm', async () => {

@@ -61,9 +61,9 @@ export function sampleIndices(n: number, count: number): number[] {
   return [...out];
 }
 
-/** max |got − want| / max(1, max |want|): the error every row reports (NaN counts as infinite). */
-export function relativeMaxError(got: ArrayLike<number>, want: ArrayLike<number>): number {
-  if (got.length !== want.length) throw new Error(`relativeMaxError: ${got.length} values against ${want.length}`);
+/** max |got − want| (NaN counts as infinite) and max(1, max |want|), the scale it is judged against. */
+export function maxAbsError(got: ArrayLike<number>, want: ArrayLike<number>): { err: number; scale: number } {
+  if (got.length !== want.length) throw new Error(`maxAbsError: ${got.length} values against ${want.length}`);
   let err = 0;
   let scale = 1;
   for (let i = 0; i < want.length; i++) {
@@ -71,5 +71,11 @@ export function relativeMaxError(got: ArrayLike<number>, want: ArrayLike<number>
     if (!(d <= err)) err = Number.isNaN(d) ? Infinity : d;
     scale = Math.max(scale, Math.abs(want[i]));
   }
+  return { err, scale };
+}
+
+/** max |got − want| / max(1, max |want|): the error every row reports (NaN counts as infinite). */
+export function relativeMaxError(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  const { err, scale } = maxAbsError(got, want);
   return err / scale;
 }
