@@ -1,4 +1,6 @@
 // Shared by the browser tests: Debian Chromium with SwiftShader WebGPU, and what their static servers need.
+import { existsSync, statSync } from 'node:fs';
+import { join, normalize } from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
 
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -15,6 +17,14 @@ export function launchChromium(): Promise<Browser> {
 export const CONTENT_TYPES: Record<string, string> = {
   '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.json': 'application/json', '.jinja': 'text/plain',
 };
+
+/** The file under `root` that the request path `rel` names (index.html for a folder): 403 outside root, 404 missing. */
+export function siteFile(root: string, rel: string): string | 403 | 404 {
+  let file = normalize(join(root, rel));
+  if (!file.startsWith(root)) return 403;
+  if (existsSync(file) && statSync(file).isDirectory()) file = join(file, 'index.html');
+  return existsSync(file) ? file : 404;
+}
 
 /** The byte range a `Range: bytes=a-b` header asks of a file of `size` bytes, or null for a whole-file request. */
 export function requestedRange(range: string | undefined, size: number): { start: number; end: number } | null {

@@ -6,11 +6,11 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
-import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
-import { extname, join, normalize, resolve } from 'node:path';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Browser } from 'playwright-core';
-import { CONTENT_TYPES, launchChromium } from './browser.ts';
+import { CONTENT_TYPES, launchChromium, siteFile } from './browser.ts';
 import { kernelCases } from '../src/bench/shapes.ts';
 
 const root = resolve(fileURLToPath(new URL('..', import.meta.url)));
@@ -25,10 +25,9 @@ before(async () => {
   execFileSync('npx', ['vite', 'build', '--logLevel', 'warn'], { cwd: root, stdio: 'inherit' });
   mkdirSync(shots, { recursive: true });
   server = createServer((req, res) => {
-    let file = normalize(join(site, decodeURIComponent(new URL(req.url!, 'http://x').pathname)));
-    if (!file.startsWith(site)) { res.writeHead(403).end(); return; }
-    if (existsSync(file) && statSync(file).isDirectory()) file = join(file, 'index.html');
-    if (!existsSync(file)) { res.writeHead(404).end('not found'); return; }
+    const file = siteFile(site, decodeURIComponent(new URL(req.url!, 'http://x').pathname));
+    if (file === 403) { res.writeHead(403).end(); return; }
+    if (file === 404) { res.writeHead(404).end('not found'); return; }
     res.writeHead(200, { 'Content-Type': CONTENT_TYPES[extname(file)] ?? 'application/octet-stream', 'Cache-Control': 'no-store' });
     res.end(readFileSync(file));
   });

@@ -5,11 +5,11 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createServer, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
-import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
-import { extname, join, normalize, resolve } from 'node:path';
+import { mkdirSync, readFileSync, statSync } from 'node:fs';
+import { extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { CONTENT_TYPES as TYPES, launchChromium, requestedRange } from './browser.ts';
+import { CONTENT_TYPES as TYPES, launchChromium, requestedRange, siteFile } from './browser.ts';
 
 const root = resolve(fileURLToPath(new URL('..', import.meta.url)));
 const shots = join(root, 'test-output/screenshots');
@@ -42,10 +42,9 @@ function serve(req: IncomingMessage, res: ServerResponse): void {
   if (PAGES[path]) return reply(200, { 'Content-Type': PAGES[path][0] }, PAGES[path][1]);
   const mount = MOUNTS.find(([prefix]) => path.startsWith(prefix));
   if (!mount || hooks.missing?.test(path)) return reply(404, {}, 'not found');
-  let file = normalize(join(mount[1], path.slice(mount[0].length)));
-  if (!file.startsWith(mount[1])) return reply(403);
-  if (existsSync(file) && statSync(file).isDirectory()) file = join(file, 'index.html');
-  if (!existsSync(file)) return reply(404, {}, 'not found');
+  const file = siteFile(mount[1], path.slice(mount[0].length));
+  if (file === 403) return reply(403);
+  if (file === 404) return reply(404, {}, 'not found');
   const data = readFileSync(file);
   const headers = { 'Content-Type': TYPES[extname(file)] ?? 'application/octet-stream', 'Accept-Ranges': 'bytes', 'Cache-Control': 'no-store' };
   const r = requestedRange(req.headers.range, data.length);

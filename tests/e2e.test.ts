@@ -5,11 +5,11 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
-import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
-import { extname, join, normalize, resolve } from 'node:path';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { CONTENT_TYPES as TYPES, launchChromium, requestedRange } from './browser.ts';
+import { CONTENT_TYPES as TYPES, launchChromium, requestedRange, siteFile } from './browser.ts';
 
 const root = resolve(fileURLToPath(new URL('..', import.meta.url)));
 const site = join(root, 'dist/demo');
@@ -27,10 +27,9 @@ const hooks: Hooks = { log: [] };
 function handle(req: IncomingMessage, res: import('node:http').ServerResponse): void {
   const path = decodeURIComponent(new URL(req.url!, 'http://x').pathname);
   hooks.log.push({ path, range: req.headers.range });
-  let file = normalize(join(site, path));
-  if (!file.startsWith(site)) { res.writeHead(403).end(); return; }
-  if (existsSync(file) && statSync(file).isDirectory()) file = join(file, 'index.html');
-  if (!existsSync(file)) { res.writeHead(404).end('not found'); return; }
+  const file = siteFile(site, path);
+  if (file === 403) { res.writeHead(403).end(); return; }
+  if (file === 404) { res.writeHead(404).end('not found'); return; }
   const data = readFileSync(file);
   const headers = { 'Content-Type': TYPES[extname(file)] ?? 'application/octet-stream', 'Accept-Ranges': 'bytes', 'Cache-Control': 'no-store' };
   const r = requestedRange(req.headers.range, data.length);
