@@ -1,14 +1,21 @@
 // The kernel microbenchmarks page: the suite of src/bench/ on this browser's WebGPU device, on the main thread
 // (the suite awaits the GPU between steps and yields to the page, so progress repaints). Shows the adapter and its
-// limits, the table as rows finish, a canvas chart of % of the stream-read ceiling per kernel, and the JSON.
-// Query parameters (the e2e test uses them): ?preset=tiny|quick|default|full, ?model=0, ?autorun=1.
+// limits, the table as rows finish, a canvas chart of % of the stream-read ceiling per kernel, the peer (ONNX Runtime
+// Web's MatMulNBits on the same shapes, src/bench/peer-ort.ts) and the JSON.
+// Query parameters (the e2e test uses them): ?preset=tiny|quick|default|full, ?model=0, ?peer=0, ?autorun=1.
 import '../src/gpu/shaders-vite.ts';
 import { createGpuContext, requestBrowserGpuDevice, type GpuContext } from '../src/gpu/context.ts';
 import type { CeilingResult } from '../src/bench/ceiling.ts';
 import { caseLabel } from '../src/bench/kernels.ts';
-import { bitsText, formatStructure, num, errText, type BenchReport, type KernelRow } from '../src/bench/report.ts';
+import { peerCases, runOrtPeer } from '../src/bench/peer-ort.ts';
+import {
+  bitsText, comparisonText, formatStructure, num, errText, peerComparisons, type BenchReport, type KernelRow, type PeerReport,
+} from '../src/bench/report.ts';
 import { kernelCases, PRESETS, type KernelCase, type Preset } from '../src/bench/shapes.ts';
 import { adapterName, isCpuAdapter, runBench, type BenchProgress } from '../src/bench/suite.ts';
+// ORT's WebGPU build (its own WebGPU EP, plus the wasm CPU EP) loads this binary. Imported as a URL so Vite serves
+// it in `npm run demo` and copies it into the built site; the ORT module itself is imported only when the peer runs.
+import ortWasmUrl from 'onnxruntime-web/ort-wasm-simd-threaded.asyncify.wasm?url';
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 const params = new URLSearchParams(location.search);
@@ -74,13 +81,15 @@ const COLUMNS: { head: string; cell: (r: KernelRow) => string; num?: boolean }[]
   { head: 'timing', cell: (r) => r.timing },
 ];
 
-$('results-head').replaceChildren(...COLUMNS.map((c) => {
-  const th = document.createElement('th');
-  th.textContent = c.head;
-  return th;
-}));
+for (const id of ['results-head', 'peer-head']) {
+  $(id).replaceChildren(...COLUMNS.map((c) => {
+    const th = document.createElement('th');
+    th.textContent = c.head;
+    return th;
+  }));
+}
 
-function addRow(r: KernelRow): void {
+function addRow(r: KernelRow, body = 'results-body'): void {
   const tr = document.createElement('tr');
   // A kernel that disagrees with its reference is flagged rather than hidden.
   if (!(r.maxErr <= 1e-4)) tr.className = 'bad';
@@ -89,7 +98,7 @@ function addRow(r: KernelRow): void {
     td.textContent = c.cell(r);
     if (c.num) td.className = 'num';
   }
-  $('results-body').appendChild(tr);
+  $(body).appendChild(tr);
 }
 
 const KERNEL_COLORS: Record<string, string> = {
@@ -156,6 +165,28 @@ function showModel(report: BenchReport): void {
   ].join('\n');
 }
 
+/** ONNX Runtime Web's MatMulNBits on the preset's shapes (src/bench/peer-ort.ts); a failure becomes its note. */
+async function ortPeer(preset: Preset, ceilingGBps: number, progress: (label: string) => Promise<void>): Promise<PeerReport> {
+  try {
+    const ort = await import('onnxruntime-web/webgpu');
+    ort.env.wasm.wasmPaths = { wasm: ortWasmUrl };
+    return await runOrtPeer(ort, ceilingGBps, { cases: peerCases(preset), onProgress: progress });
+  } catch (e) {
+    return { name: 'ONNX Runtime Web MatMulNBits', rows: [], note: `did not load: ${e instanceof Error ? e.message : e}` };
+  }
+}
+
+function showPeer(report: BenchReport): void {
+  const p = report.peer;
+  $('peer-box').hidden = !p;
+  if (!p) return;
+  $('peer-name').textContent = p.name;
+  $('peer-note').textContent = p.note ?? '';
+  $('peer-body').replaceChildren();
+  for (const r of p.rows) addRow(r, 'peer-body');
+  $('peer-compare').textContent = peerComparisons(report).map(comparisonText).join('\n');
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // running
 
@@ -201,10 +232,13 @@ async function run(only?: KernelCase): Promise<void> {
       rows.length = 0;
       $('results-body').replaceChildren();
     }
+    const preset = selectedPreset();
+    const withPeer = !only && $<HTMLInputElement>('with-peer').checked;
     const report = await runBench(c, {
-      preset: selectedPreset(),
+      preset,
       cases: only ? [only] : undefined,
       model: !only && $<HTMLInputElement>('with-model').checked,
+      peer: withPeer ? (_ctx, ceilingGBps, progress) => ortPeer(preset, ceilingGBps, progress) : undefined,
       ceiling: only ? ceiling : undefined,
       onCeiling: (x) => { ceiling = x; },
       onProgress,
@@ -213,6 +247,7 @@ async function run(only?: KernelCase): Promise<void> {
       `(read + write), timing by ${report.meta.timing}, ${report.meta.seconds.toFixed(0)} s.` +
       (report.meta.cpuAdapter ? ' A CPU adapter: every time is a CPU time, compare only the ratios.' : '');
     showModel(report);
+    if (!only) showPeer(report);
     const link = $<HTMLAnchorElement>('download');
     if (link.href) URL.revokeObjectURL(link.href);
     link.href = URL.createObjectURL(new Blob([JSON.stringify(report, null, 1)], { type: 'application/json' }));
@@ -236,6 +271,7 @@ window.addEventListener('resize', () => { if (rows.length) drawChart(); });
 const preset = params.get('preset');
 if (preset && (PRESETS as readonly string[]).includes(preset)) $<HTMLSelectElement>('preset').value = preset;
 if (params.get('model') === '0') $<HTMLInputElement>('with-model').checked = false;
+if (params.get('peer') === '0') $<HTMLInputElement>('with-peer').checked = false;
 
 gpu().then((c) => {
   showAdapter(c);

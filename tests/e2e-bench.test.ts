@@ -1,6 +1,7 @@
 // Browser end to end for the kernel benchmarks page: the built demo in Debian Chromium (SwiftShader WebGPU), the
 // tests' toy suite (?preset=tiny&model=0&autorun=1). The page must show the adapter and its limits, render one table
-// row and one chart bar per kernel with every kernel agreeing with its CPU reference, and run a kernel alone.
+// row and one chart bar per kernel with every kernel agreeing with its CPU reference, a peer row (ONNX Runtime Web's
+// MatMulNBits, its wasm binary served from the built site) agreeing with its float64 reference, and run a kernel alone.
 // Screenshot: test-output/screenshots/bench.png.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -28,7 +29,9 @@ before(async () => {
     const file = siteFile(site, decodeURIComponent(new URL(req.url!, 'http://x').pathname));
     if (file === 403) { res.writeHead(403).end(); return; }
     if (file === 404) { res.writeHead(404).end('not found'); return; }
-    res.writeHead(200, { 'Content-Type': CONTENT_TYPES[extname(file)] ?? 'application/octet-stream', 'Cache-Control': 'no-store' });
+    // application/wasm: ORT's binary compiles while streaming only under that type.
+    const type = extname(file) === '.wasm' ? 'application/wasm' : CONTENT_TYPES[extname(file)] ?? 'application/octet-stream';
+    res.writeHead(200, { 'Content-Type': type, 'Cache-Control': 'no-store' });
     res.end(readFileSync(file));
   });
   await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
@@ -41,10 +44,11 @@ after(async () => {
   server?.close();
 });
 
-test('bench page: adapter and limits, the table and the chart of the toy suite, then one kernel alone', { timeout: 300_000 }, async () => {
+test('bench page: adapter and limits, the table and the chart of the toy suite, the ORT peer, then one kernel alone', { timeout: 300_000 }, async () => {
   const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
   const errors: string[] = [];
   page.on('pageerror', (e) => errors.push(e.message));
+  page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') console.log(`page ${m.type()}: ${m.text()}`); });
   try {
     const expected = kernelCases('tiny').length;
     await page.goto(`${origin}/bench.html?preset=tiny&model=0&autorun=1`);
@@ -79,6 +83,27 @@ test('bench page: adapter and limits, the table and the chart of the toy suite, 
     });
     assert.ok(colouredPixels > 100, `matvec bars drawn (${colouredPixels} pixels)`);
     assert.equal(await page.isHidden('#download'), false, 'JSON report link');
+
+    // The peer: ONNX Runtime Web's MatMulNBits at the toy shape, on the EP that was faster, checked against the
+    // float64 dot product of the dequantised weights; in the table and in the JSON report.
+    assert.equal(await page.isHidden('#peer-box'), false, 'peer section shown');
+    const peerName = (await page.textContent('#peer-name'))!;
+    const peerNote = (await page.textContent('#peer-note'))!;
+    console.log(`peer: ${peerName}; ${peerNote}`);
+    assert.match(peerName, /^ONNX Runtime Web \S+ MatMulNBits \((webgpu|wasm) EP\)$/);
+    const peerTable = await page.$$eval('#peer-body tr', (trs) => trs.map((tr) => [...tr.children].map((td) => td.textContent ?? '')));
+    assert.equal(peerTable.length, 1, `peer rows (note: ${peerNote})`);
+    const p = peerTable[0];
+    assert.deepEqual([p[col('kernel')], p[col('shape')], p[col('bits')], p[col('group')]], ['MatMulNBits', 'M1 K256 N96', '4', '32']);
+    assert.ok(Number(p[col('max err')]) <= 1e-4, `peer max err: ${p.join(' | ')}`);
+    assert.ok(Number(p[col('median ms')]) > 0 && Number(p[col('GB/s')]) > 0, `peer timing: ${p.join(' | ')}`);
+    assert.match((await page.textContent('#peer-compare'))!, /^M1 K256 N96 4-bit: ours \(g64\) \S+ ms, peer \(g32\) \S+ ms: ours \S+× (faster|slower)$/);
+    const json = await page.evaluate(async () => (await fetch((document.getElementById('download') as HTMLAnchorElement).href)).json());
+    assert.equal(json.peer.name, peerName);
+    const pr = json.peer.rows[0];
+    assert.deepEqual([pr.kernel, pr.shape, pr.bits, pr.groupSize, pr.copies, pr.checked], ['MatMulNBits', 'M1 K256 N96', 4, 32, 1, 48]);
+    for (const k of ['medianMs', 'gbps', 'pctCeiling', 'maxErr']) assert.ok(Number.isFinite(pr[k]), `peer ${k} ${pr[k]}`);
+    assert.ok(pr.maxErr <= 1e-4, `peer maxErr ${pr.maxErr}`);
     await page.screenshot({ path: join(shots, 'bench.png'), fullPage: true });
 
     // One kernel alone: the rmsNorm row, appended with the ceiling measured before.

@@ -73,6 +73,33 @@ export interface ModelReport {
 
 export interface PeerReport { name: string; rows: KernelRow[]; note?: string }
 
+/** Why a report has no peer where it is made without a browser (the Node CLI). */
+export const NO_PEER_NOTE = 'none: the ONNX Runtime Web peer runs only in the bench page (demo/bench.html), ' +
+  'where its WebGPU EP has a browser GPU';
+
+/** A peer row beside our row of the same shape and bits (the same group size where we measured one). */
+export interface PeerComparison {
+  peer: KernelRow;
+  ours: KernelRow;
+  /** peer median time over ours: above 1, ours is faster. */
+  speedup: number;
+}
+
+export function peerComparisons(r: Pick<BenchReport, 'rows' | 'peer'>): PeerComparison[] {
+  const out: PeerComparison[] = [];
+  for (const p of r.peer?.rows ?? []) {
+    const same = r.rows.filter((o) => o.shape === p.shape && o.bits === p.bits && o.kernel !== p.kernel);
+    const ours = same.find((o) => o.groupSize === p.groupSize) ?? same[0];
+    if (ours) out.push({ peer: p, ours, speedup: p.medianMs / ours.medianMs });
+  }
+  return out;
+}
+
+export function comparisonText(c: PeerComparison): string {
+  return `${c.peer.shape} ${c.peer.bits}-bit: ours (g${c.ours.groupSize}) ${num(c.ours.medianMs)} ms, ` +
+    `peer (g${c.peer.groupSize}) ${num(c.peer.medianMs)} ms: ours ${c.speedup >= 1 ? `${num(c.speedup)}× faster` : `${num(1 / c.speedup)}× slower`}`;
+}
+
 export interface BenchReport {
   adapter: string;
   ceilingGBps: number;
@@ -155,10 +182,13 @@ export function formatReport(r: BenchReport): string {
     'max err = max |gpu − ref| / max(1, max |ref|)');
   out.push('');
   out.push(formatColumns(ROW_COLUMNS, r.rows.map(rowCells), 3));
+  out.push('');
   if (r.peer) {
-    out.push('');
     out.push(`peer: ${r.peer.name}${r.peer.note ? ` (${r.peer.note})` : ''}`);
     if (r.peer.rows.length > 0) out.push(formatColumns(ROW_COLUMNS, r.peer.rows.map(rowCells), 3));
+    for (const c of peerComparisons(r)) out.push(`  ${comparisonText(c)}`);
+  } else {
+    out.push(`peer: ${NO_PEER_NOTE}`);
   }
   const m = r.model;
   if (m) {

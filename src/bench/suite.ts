@@ -24,8 +24,11 @@ export interface BenchOptions {
   cases?: KernelCase[];
   /** Run the whole-model part (default true). */
   model?: boolean;
-  /** A peer's rows (the page passes ONNX Runtime Web's; Node has none). */
-  peer?: (ctx: GpuContext, ceilingGBps: number) => Promise<PeerReport>;
+  /**
+   * A peer's rows, run after ours (the page passes ONNX Runtime Web's, src/bench/peer-ort.ts; Node has none).
+   * `progress` relabels the peer step ("peer: ORT webgpu ...").
+   */
+  peer?: (ctx: GpuContext, ceilingGBps: number, progress: (label: string) => Promise<void>) => Promise<PeerReport>;
   /** Awaited between steps, so a page can repaint. */
   onProgress?: (p: BenchProgress) => void | Promise<void>;
   /** A ceiling measured earlier on this device (the page reuses it to run one kernel alone). */
@@ -87,7 +90,7 @@ export async function runBench(ctx: GpuContext, opts: BenchOptions = {}): Promis
   let peer: PeerReport | null = null;
   if (opts.peer) {
     await report('peer');
-    peer = await opts.peer(ctx, ceiling.readGBps);
+    peer = await opts.peer(ctx, ceiling.readGBps, (label) => report(label));
     done++;
   }
   let model = null;
