@@ -160,6 +160,7 @@ function showModel(report: BenchReport): void {
     `decode ${num(m.decodeTokPerS)} tok/s · ${(m.bytesPerToken / 1e6).toFixed(1)} MB of weights per token · ${m.decodePctCeiling.toFixed(1)}% of the ceiling`,
     `prefill: ${prefill}`,
     `one by one ${num(m.oneByOneTokPerS)} tok/s (over ${m.oneByOneTokens} tokens): a ${m.speedupTokens}-token prefill is ${m.prefillSpeedup512.toFixed(1)}× faster`,
+    `short prompt: ${m.shortPrompt.tokens} tokens cost ${m.shortPrompt.overDecode.toFixed(2)}× one decode step (${m.shortPrompt.ms.toFixed(1)} vs ${m.shortPrompt.decodeMs.toFixed(1)} ms)`,
     ...(m.decodeAtModelDims ? [`per token at ${formatStructure(m.decodeAtModelDims)}`] : []),
     `per token at ${formatStructure(m.decode)}`,
   ].join('\n');

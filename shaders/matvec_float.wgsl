@@ -1,7 +1,8 @@
 // y[M, rows] = x[M, cols] · Wᵀ for unquantised weights stored raw as bf16, f16 or f32 (two 16-bit values per word,
 // element i in the low half when i is even). Any cols, including odd ones, where a row can start mid-word.
 // Entry points: `matvec` (small M, M on the z grid axis) and `matmul` (64 × 64 tiles for prefill). Same work layout
-// as qmatvec.wgsl / qmatmul.wgsl; see there for why. linear.ts appends qreduce_wg.wgsl or qreduce_sg.wgsl (finish()).
+// as qmatvec.wgsl / qmatmul.wgsl; see there for why. linear.ts appends qreduce_wg.wgsl or qreduce_sg.wgsl (finish())
+// and an output stage, linear_out*.wgsl.
 
 override WDT: u32 = 0u;    // 0 = bf16, 1 = f16, 2 = f32
 override TPR: u32 = 32u;
@@ -15,6 +16,9 @@ struct Params {
   x_off: u32,
   y_off: u32,
   y_stride: u32,
+  s1: u32,
+  s2: u32,
+  s3: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -65,11 +69,10 @@ fn matvec(
   let m = wid.z;
   let xb = P.x_off + m * P.cols;
   let full = P.cols / 8u;
-  let last = P.rows - 1u;
-  let b0 = min(row0, last) * P.cols;
-  let b1 = min(row0 + 1u, last) * P.cols;
-  let b2 = min(row0 + 2u, last) * P.cols;
-  let b3 = min(row0 + 3u, last) * P.cols;
+  let b0 = weight_row(row0) * P.cols;
+  let b1 = weight_row(row0 + 1u) * P.cols;
+  let b2 = weight_row(row0 + 2u) * P.cols;
+  let b3 = weight_row(row0 + 3u) * P.cols;
 
   var a0 = vec4<f32>(0.0);
   var a1 = vec4<f32>(0.0);
@@ -112,7 +115,7 @@ fn matmul(
   let m0 = wid.z * TM;
   let tx = li % 16u;
   let ty = li / 16u;
-  let lrow = min(n0 + (li >> 2u), P.rows - 1u);
+  let lrow = weight_row(n0 + (li >> 2u));
   let ltok = min(m0 + (li >> 2u), P.M - 1u);
   let part = li & 3u;
   let steps = (P.cols + TK - 1u) / TK;
@@ -149,9 +152,6 @@ fn matmul(
   for (var j = 0u; j < 4u; j++) {
     let m = m0 + ty + 16u * j;
     if (m >= P.M) { continue; }
-    for (var i = 0u; i < 4u; i++) {
-      let n = n0 + tx + 16u * i;
-      if (n < P.rows) { Y[P.y_off + m * P.y_stride + n] = acc[i][j]; }
-    }
+    store_tile(m, n0, tx, array<f32, 4>(acc[0][j], acc[1][j], acc[2][j], acc[3][j]));
   }
 }

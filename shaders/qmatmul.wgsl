@@ -1,5 +1,5 @@
 // y[M, rows] = x[M, cols] · Wᵀ for MLX affine weights when M is large enough (prefill) that weights should be read
-// once per 64 tokens instead of once per token. Prepended by qcommon.wgsl.
+// once per 64 tokens instead of once per token. Prepended by qcommon.wgsl; an output stage linear_out*.wgsl follows.
 // Tile: 64 weight rows × 64 tokens per workgroup, K in steps of one 32-value chunk. Each step dequantises the
 // 64 × 32 weight tile into workgroup memory (w = s·q + b, done once and shared by 64 tokens) next to the matching
 // 64 × 32 x tile; each of the 16 × 16 threads then accumulates a 4 × 4 block.
@@ -11,6 +11,9 @@ struct Params {
   x_off: u32,
   y_off: u32,
   y_stride: u32,
+  s1: u32,
+  s2: u32,
+  s3: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -42,7 +45,7 @@ fn main(
 
   // Loader roles: 4 threads per weight row (8 values each) and 4 per token (8 x values each). Out-of-range rows
   // and tokens load a clamped, valid address; their results are never stored.
-  let lrow = min(n0 + (li >> 2u), P.rows - 1u);
+  let lrow = weight_row(n0 + (li >> 2u));
   let ltok = min(m0 + (li >> 2u), P.M - 1u);
   let part = li & 3u;
   // Values 8·part .. 8·part+7 of a chunk sit in a 64-bit window starting at word p/32, offset p%32.
@@ -86,9 +89,6 @@ fn main(
   for (var j = 0u; j < 4u; j++) {
     let m = m0 + ty + 16u * j;
     if (m >= P.M) { continue; }
-    for (var i = 0u; i < 4u; i++) {
-      let n = n0 + tx + 16u * i;
-      if (n < P.rows) { Y[P.y_off + m * P.y_stride + n] = acc[i][j]; }
-    }
+    store_tile(m, n0, tx, array<f32, 4>(acc[0][j], acc[1][j], acc[2][j], acc[3][j]));
   }
 }

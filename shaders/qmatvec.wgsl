@@ -1,5 +1,6 @@
 // y[m, row] = Σ_c x[m, c] · w[row, c] for MLX affine weights (decode: M is the z grid dimension and small).
-// Assembled by linear.ts: qcommon.wgsl + this + qreduce_wg.wgsl or qreduce_sg.wgsl (which define finish()).
+// Assembled by linear.ts: qcommon.wgsl + this + qreduce_wg.wgsl or qreduce_sg.wgsl (which define finish()) + one
+// output stage, linear_out*.wgsl (weight_row, store4: plain, accumulate, split into segments, or SwiGLU).
 // Layout: a workgroup is SLOTS row slots × TPR lanes; a slot owns R consecutive rows and its lanes stride over the
 // row's 32-value chunks, so neighbouring lanes read neighbouring words (coalesced) and each lane loads its 32 x
 // values once for R rows. Per chunk (always inside one group, since GS ≥ 32) the contribution is
@@ -16,6 +17,9 @@ struct Params {
   x_off: u32,    // floats
   y_off: u32,    // floats, already including the part's first row
   y_stride: u32, // floats between tokens in y (the full output width)
+  s1: u32,       // segment starts (linear_out_split.wgsl only)
+  s2: u32,
+  s3: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -41,13 +45,12 @@ fn main(
   let wpr = chunks * BITS;
   let cpg = GS / 32u;
   let xb = P.x_off + m * P.cols;
-  // Rows past the end are computed on row rows-1 (always valid) and never stored: no divergence in the loop.
+  // Rows past the end are computed on a valid row (weight_row clamps) and never stored: no divergence in the loop.
   // The R = 4 rows are written out by hand: not every compiler unrolls the loop and keeps the array in registers.
-  let last = P.rows - 1u;
-  let r0 = min(row0, last);
-  let r1 = min(row0 + 1u, last);
-  let r2 = min(row0 + 2u, last);
-  let r3 = min(row0 + 3u, last);
+  let r0 = weight_row(row0);
+  let r1 = weight_row(row0 + 1u);
+  let r2 = weight_row(row0 + 2u);
+  let r3 = weight_row(row0 + 3u);
 
   var acc = vec4<f32>(0.0);
   for (var c = lane; c < chunks; c += TPR) {

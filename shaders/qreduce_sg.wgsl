@@ -6,11 +6,5 @@
 fn finish(acc: vec4<f32>, lane: u32, slot: u32, row0: u32, m: u32) {
   var v = acc;
   for (var k = 1u; k < TPR; k <<= 1u) { v += subgroupShuffleXor(v, k); }
-  if (lane == 0u) {
-    let o = P.y_off + m * P.y_stride + row0;
-    if (row0 < P.rows) { Y[o] = v.x; }
-    if (row0 + 1u < P.rows) { Y[o + 1u] = v.y; }
-    if (row0 + 2u < P.rows) { Y[o + 2u] = v.z; }
-    if (row0 + 3u < P.rows) { Y[o + 3u] = v.w; }
-  }
+  if (lane == 0u) { store4(m, row0, v); }
 }

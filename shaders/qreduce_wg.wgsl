@@ -1,5 +1,6 @@
 // Row-slot reduction through workgroup memory, for devices without subgroups. Appended to qmatvec.wgsl and
-// matvec_float.wgsl, which declare P, Y, TPR and SLOTS. acc holds one lane's partial sums of rows row0 .. row0+3.
+// matvec_float.wgsl, which declare P, TPR and SLOTS. acc holds one lane's partial sums of rows row0 .. row0+3;
+// store4 is the output stage's (linear_out*.wgsl).
 
 var<workgroup> red: array<f32, 512>; // 4 rows · TPR · SLOTS, with TPR · SLOTS = 128
 
@@ -16,7 +17,5 @@ fn finish(acc: vec4<f32>, lane: u32, slot: u32, row0: u32, m: u32) {
     }
   }
   workgroupBarrier();
-  for (var r = lane; r < 4u; r += TPR) {
-    if (row0 + r < P.rows) { Y[P.y_off + m * P.y_stride + row0 + r] = red[base + r * TPR]; }
-  }
+  if (lane == 0u) { store4(m, row0, vec4<f32>(red[base], red[base + TPR], red[base + 2u * TPR], red[base + 3u * TPR])); }
 }

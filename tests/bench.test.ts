@@ -61,6 +61,9 @@ test('runBench (toy suite + a small model): the JSON shape of issue 7, every row
     assert.ok(isNum(m[k]) && m[k] > 0, `model.${k} = ${m[k]}`);
   }
   assert.deepEqual(Object.keys(m.prefillTokPerS), ['8', '16', '32']);
+  assert.equal(m.shortPrompt.tokens, 8);
+  assert.ok(isNum(m.shortPrompt.ms) && isNum(m.shortPrompt.decodeMs) && m.shortPrompt.decodeMs > 0);
+  assert.ok(Math.abs(m.shortPrompt.overDecode - m.shortPrompt.ms / m.shortPrompt.decodeMs) < 1e-9);
   assert.equal(m.speedupTokens, 16);
   assert.equal(m.oneByOneTokens, 4);
   const shallow = m.decodeAtModelDims!;

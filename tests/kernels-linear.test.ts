@@ -7,7 +7,7 @@ import { readF32, uploadBytes, type GpuContext } from '../src/gpu/context.ts';
 import { directRecorder } from '../src/gpu/plan.ts';
 import { maxAbsError } from '../src/bench/data.ts';
 import {
-  createGpuLinear, destroyGpuLinear, embedGather, linear, linearOptions, MATVEC_MAX_M,
+  createFusedLinear, createGpuLinear, destroyGpuLinear, embedGather, linear, linearOptions, linearSplit, linearSwiglu, MATVEC_MAX_M,
   type GpuLinear, type LinearFormat, type ScaleDtype,
 } from '../src/gpu/linear.ts';
 import { dequantizeAffine, quantizeAffine, toFloatDType } from '../src/format/quant.ts';
@@ -219,4 +219,88 @@ test('embedGather: quantised and float tables, split into parts', async () => {
     destroyGpuLinear(lin);
   }
   idsBuf.destroy();
+});
+
+/** The stored bytes and the f32 matrix the GPU sees, for fused linears built from several members. */
+function member(rows: number, cols: number, format: LinearFormat, seed: number, name: string) {
+  const w0 = rand(rows * cols, seed, 0.5);
+  const spec = { name, rows, cols, format };
+  if (format.kind === 'affine') {
+    const q = quantizeAffine(w0, rows, cols, format.bits, format.groupSize, format.scaleDtype);
+    const w = dequantizeAffine(q.weight, q.scales, q.biases, rows, cols, format.bits, format.groupSize, format.scaleDtype);
+    return { spec, data: { weight: u8(q.weight), scales: q.scales, biases: q.biases }, w };
+  }
+  const bytes = encodeFloats(w0, toFloatDType(format.dtype));
+  return { spec, data: { weight: bytes }, w: decodeFloats(bytes, toFloatDType(format.dtype)) };
+}
+
+test('output stages: accumulate, split into segments, SwiGLU pairs (matvec and GEMM, affine and float)', async () => {
+  const ctx = await getNodeGpu();
+  const formats: LinearFormat[] = [
+    { kind: 'affine', bits: 4, groupSize: 32, scaleDtype: 'bf16' },
+    { kind: 'affine', bits: 3, groupSize: 64, scaleDtype: 'f16' },
+    { kind: 'float', dtype: 'bf16' },
+  ];
+  const cols = 128;
+  for (const format of formats) {
+    const tag = format.kind === 'affine' ? `${format.bits}-bit` : format.dtype;
+    for (const M of [1, 3, MATVEC_MAX_M + 1, 70]) {
+      const x = rand(M * cols, 7 + M);
+      const xb = uploadBytes(ctx, x);
+
+      // accumulate: y += x · Wᵀ onto a prefilled y (rows odd: a partial last slot and tile).
+      const acc = make(ctx, 37, cols, format, 3);
+      const y0 = rand(M * 37, 9);
+      const yb = uploadBytes(ctx, y0);
+      let enc = ctx.device.createCommandEncoder();
+      linear(directRecorder(ctx, enc), acc.lin, xb, yb, M, { accumulate: true });
+      ctx.device.queue.submit([enc.finish()]);
+      const want = ref.linear(x, acc.w, M, 37, cols).map((v, i) => v + y0[i]);
+      check(`accumulate ${tag} M=${M}`, await readF32(ctx, yb, M * 37), want);
+      destroyGpuLinear(acc.lin);
+      yb.destroy();
+
+      // split: four members of odd row counts, each into its own output.
+      const rows = [40, 9, 5, 3];
+      const ms = rows.map((r, i) => member(r, cols, format, 20 + i, `m${i}`));
+      const fused = createFusedLinear(ctx, 'split', 'split', ms);
+      const outs = rows.map((r) => ctx.storage(M * r * 4));
+      enc = ctx.device.createCommandEncoder();
+      linearSplit(directRecorder(ctx, enc), fused, xb, outs, M);
+      ctx.device.queue.submit([enc.finish()]);
+      for (const [i, m] of ms.entries()) {
+        check(`split ${tag} M=${M} segment ${i}`, await readF32(ctx, outs[i], M * rows[i]), ref.linear(x, m.w, M, rows[i], cols));
+      }
+      destroyGpuLinear(fused);
+      outs.forEach((b) => b.destroy());
+
+      // three members: the fourth output slot is unused.
+      const three = createFusedLinear(ctx, 'split3', 'split', ms.slice(0, 3));
+      const outs3 = rows.slice(0, 3).map((r) => ctx.storage(M * r * 4));
+      enc = ctx.device.createCommandEncoder();
+      linearSplit(directRecorder(ctx, enc), three, xb, outs3, M);
+      ctx.device.queue.submit([enc.finish()]);
+      check(`split3 ${tag} M=${M} segment 2`, await readF32(ctx, outs3[2], M * rows[2]), ref.linear(x, ms[2].w, M, rows[2], cols));
+      destroyGpuLinear(three);
+      outs3.forEach((b) => b.destroy());
+
+      // SwiGLU: I = 35 (odd, not a multiple of the 32-row GEMM half-tile).
+      const I = 35;
+      const [g, u] = [member(I, cols, format, 30, 'gate'), member(I, cols, format, 31, 'up')];
+      const gu = createFusedLinear(ctx, 'gate_up', 'swiglu', [g, u]);
+      const act = ctx.storage(M * I * 4);
+      enc = ctx.device.createCommandEncoder();
+      linearSwiglu(directRecorder(ctx, enc), gu, xb, act, M);
+      ctx.device.queue.submit([enc.finish()]);
+      const wantAct = ref.swiglu(ref.linear(x, g.w, M, I, cols), ref.linear(x, u.w, M, I, cols));
+      check(`swiglu ${tag} M=${M}`, await readF32(ctx, act, M * I), wantAct);
+      destroyGpuLinear(gu);
+      act.destroy();
+      xb.destroy();
+    }
+  }
+  // Members of different formats or widths are refused.
+  const a = member(8, cols, formats[0], 1, 'a');
+  const b = member(8, cols, formats[1], 2, 'b');
+  assert.throws(() => createFusedLinear(ctx, 'mixed', 'split', [a, b]), /cannot be fused/);
 });

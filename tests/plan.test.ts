@@ -1,5 +1,5 @@
-// Step plans: replaying the recorded forward gives exactly the logits (and sampled ids) of encoding every call
-// afresh, on every tiny recipe, for prefill chunks and decode steps at many positions; and a decode step, counted
+// Step plans: replaying the recorded forward (with the linears fused at load) gives exactly the logits (and sampled
+// ids) of encoding every call afresh with every linear on its own, on every tiny recipe, for prefill chunks and decode steps at many positions; and a decode step, counted
 // from outside by wrapping the device's methods, creates no GPU object and encodes one compute pass.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -32,12 +32,14 @@ function firstBitDifference(a: Float32Array, b: Float32Array): number {
 const SAMPLING: SamplingParams = { temperature: 0.8, topK: 40, topP: 0.9, minP: 0, presencePenalty: 0, repetitionPenalty: 1.1 };
 
 for (const recipe of TINY_RECIPES) {
-  test(`plan replay equals direct encoding bit for bit: ${recipe}`, async () => {
+  test(`plan replay of the fused forward equals unfused direct encoding bit for bit: ${recipe}`, async () => {
     const ctx = await getNodeGpu();
     const files = makeTinyCheckpoint(recipe, { seed: 11 });
     const opts = { contextLength: 200, prefillChunk: 64 };
     const planned = await loadEngine(ctx, memorySource(files, `tiny-${recipe}`), opts);
-    const direct = await loadEngine(ctx, memorySource(files, `tiny-${recipe}`), { ...opts, encoding: 'direct' });
+    // The reference is also unfused (one dispatch per linear, separate residual adds and SwiGLU): the fused
+    // output stages compute the same f32 expressions, so fusion must not change a bit either.
+    const direct = await loadEngine(ctx, memorySource(files, `tiny-${recipe}`), { ...opts, encoding: 'direct', fuseLinears: false });
     const engines: Engine[] = [planned, direct];
     try {
       // Prompts of 1, 5 (multi-token matvec sizes), 64 (one whole chunk) and 150 tokens (chunks 64 + 64 + 22), each

@@ -98,13 +98,17 @@ async function forwardMs(engine: Engine, ids: number[]): Promise<number> {
   return performance.now() - t0;
 }
 
+/** Steps timed for the CPU encode, at least: in Node the time per step is bimodal (see decodeStructure). */
+const ENCODE_STEPS = 9;
+
 /**
  * The per-token structure of decode at the engine's current position: `tokens` steps counted (the median of each
- * count), then `tokens` more timed for the CPU encode.
+ * count), then max(`tokens`, ENCODE_STEPS) more timed for the CPU encode.
  */
 async function decodeStructure(engine: Engine, tokens: number, dims: string): Promise<DecodeStructure> {
   const ctx = engine.gpu;
-  const ids = tokenIds(2 * tokens, engine.config.vocabSize, 99);
+  const timed = Math.max(tokens, ENCODE_STEPS);
+  const ids = tokenIds(tokens + timed, engine.config.vocabSize, 99);
   const per: Counts[] = [];
   const pipelines: number[] = [];
   for (let i = 0; i < tokens; i++) {
@@ -119,10 +123,14 @@ async function decodeStructure(engine: Engine, tokens: number, dims: string): Pr
     pipelines.push(ctx.pipelinesCreated - before);
   }
   const encodeMs: number[] = [];
-  for (let i = 0; i < tokens; i++) {
-    // SwiftShader's worker threads keep spinning for a few ms after a workload and, with two cores, slow the main
-    // thread 3-5x (measured: 1157 empty dispatches encode in 1.9 ms when idle, 7-8 ms right after a decode step).
-    // A short idle gap makes this the engine's own CPU cost; on a GPU it changes nothing.
+  for (let i = 0; i < timed; i++) {
+    // In Node a share of the steps (a third to two thirds, run to run) take 3-5x longer, all of it on the main
+    // thread inside Dawn's beginComputePass: while a step's promise is pending, the `webgpu` binding polls with a
+    // setImmediate and a new native function per turn, their finalizers free ~10^5 small blocks into glibc's
+    // fastbins, and the next large malloc (the pass's first command block) consolidates them. Measured at 64
+    // layers: with GLIBC_TUNABLES=glibc.malloc.mxfast=0 (no fastbins) every step takes the short time, with or
+    // without this idle gap (within 10%); without it the slow steps stay, gap or not. So it is the binding's and
+    // the allocator's cost, which a browser does not have; the figure is the median over ENCODE_STEPS steps or more.
     await new Promise((r) => setTimeout(r, 30));
     const probe = probeDevice(ctx.device, false);
     const t0 = performance.now();
@@ -223,6 +231,18 @@ export async function runModelBench(ctx: GpuContext, ceilingGBps: number, opts: 
       await progress(`prefill ${n}: ${prefillTokPerS[String(n)].toFixed(1)} tok/s`);
     }
 
+    // The small-prompt cliff: an 8-token prompt against one decode step, each the median of a few runs.
+    await progress('short prompt');
+    const SHORT = 8;
+    const shortMs: number[] = [];
+    const stepMs: number[] = [];
+    for (let r = 0; r < 5; r++) {
+      engine.reset();
+      shortMs.push(await forwardMs(engine, tokenIds(SHORT, vocab, 40 + r)));
+      stepMs.push(await forwardMs(engine, tokenIds(1, vocab, 50 + r)));
+    }
+    const shortPrompt = { tokens: SHORT, ms: median(shortMs), decodeMs: median(stepMs), overDecode: median(shortMs) / median(stepMs) };
+
     await progress('one by one');
     const oneByOneTokens = Math.min(speedupAt, opts.oneByOneTokens ?? p.oneByOne);
     engine.reset();
@@ -242,6 +262,7 @@ export async function runModelBench(ctx: GpuContext, ceilingGBps: number, opts: 
       oneByOneTokPerS,
       oneByOneTokens,
       recipe,
+      shortPrompt,
     };
   } finally {
     engine.dispose();

@@ -69,6 +69,11 @@ export interface ModelReport {
   oneByOneTokens: number;
   /** extra: checkpoint recipe of the synthetic model */
   recipe: string;
+  /**
+   * extra: the small-prompt cliff: a prefill of `tokens` (8) from an empty sequence over one decode step, both the
+   * median of a few runs (target ≤ 3).
+   */
+  shortPrompt: { tokens: number; ms: number; decodeMs: number; overDecode: number };
 }
 
 export interface PeerReport { name: string; rows: KernelRow[]; note?: string }
@@ -199,6 +204,8 @@ export function formatReport(r: BenchReport): string {
     const prefill = Object.entries(m.prefillTokPerS).map(([n, v]) => `${n} → ${num(v)}`).join(', ');
     out.push(`  prefill tok/s: ${prefill}; one by one ${num(m.oneByOneTokPerS)} (over ${m.oneByOneTokens} tokens); ` +
       `${m.speedupTokens}-token prefill ${fmt(m.prefillSpeedup512, 1)}× one by one`);
+    out.push(`  short prompt: ${m.shortPrompt.tokens} tokens in ${fmt(m.shortPrompt.ms, 1)} ms = ` +
+      `${fmt(m.shortPrompt.overDecode, 2)}× one decode step (${fmt(m.shortPrompt.decodeMs, 1)} ms)`);
     if (m.decodeAtModelDims) out.push(`  per token at ${formatStructure(m.decodeAtModelDims)}`);
     out.push(`  per token at ${formatStructure(m.decode)}`);
   }

@@ -36,6 +36,11 @@ export interface EngineOptions {
    * per dispatch with new uniforms and bind groups (the reference the plans are tested against; slow).
    */
   encoding?: 'plan' | 'direct';
+  /**
+   * Fuse linears that share their input at load (q/k/v, in_proj_qkv/z/b/a, gate/up with SwiGLU): default true.
+   * False keeps one dispatch per linear (the unfused path, for comparisons).
+   */
+  fuseLinears?: boolean;
 }
 
 export interface ForwardOptions {
@@ -176,7 +181,7 @@ export async function loadEngine(ctx: GpuContext, source: ByteSource, opts: Engi
     );
   }
   const prefillChunk = Math.min(opts.prefillChunk ?? 256, contextLength);
-  const weights: ModelWeights = await loadModelWeights(ctx, ckpt, opts.onProgress);
+  const weights: ModelWeights = await loadModelWeights(ctx, ckpt, { onProgress: opts.onProgress, fuse: opts.fuseLinears });
   let state: SequenceState;
   let scratch: Scratch;
   try {
@@ -241,6 +246,7 @@ export async function loadEngine(ctx: GpuContext, source: ByteSource, opts: Engi
     return plan;
   };
   if (!direct) stats.decodeDispatches = planFor(1).dispatches.length;
+  const idWords = new Uint32Array(prefillChunk);
   /** The sampler whose last draw sits in scratch.ids[0], ready for a 'sampled' step. */
   let drawnBy: Sampler | undefined;
 
@@ -321,18 +327,20 @@ export async function loadEngine(ctx: GpuContext, source: ByteSource, opts: Engi
     const paced = signal !== undefined || onProgress !== undefined;
     for (let start = 0; start < ids.length; start += prefillChunk) {
       if (signal?.aborted) throw new AbortError(`forward aborted after ${start} of ${ids.length} tokens`);
-      const chunk = ids.slice(start, start + prefillChunk);
-      const label = `forward ${state.position}+${chunk.length}`;
-      const isLast = start + prefillChunk >= ids.length;
+      const n = Math.min(prefillChunk, ids.length - start);
+      for (let i = 0; i < n; i++) idWords[i] = ids[start + i];
+      const label = `forward ${state.position}+${n}`;
+      const isLast = start + n >= ids.length;
       const queued = scoped(() => {
-        ctx.device.queue.writeBuffer(scratch.ids, 0, new Uint32Array(chunk));
-        if (isLast) last(chunk.length, label);
-        else queueForward(chunk.length, label);
+        // writeBuffer copies the words at the call, so one array serves every chunk.
+        ctx.device.queue.writeBuffer(scratch.ids, 0, idWords, 0, n);
+        if (isLast) last(n, label);
+        else queueForward(n, label);
       });
       await queued;
       if (paced && !isLast) {
         await ctx.device.queue.onSubmittedWorkDone();
-        onProgress?.(start + chunk.length, ids.length);
+        onProgress?.(start + n, ids.length);
       }
     }
   }

@@ -4,7 +4,10 @@
 // turns every logit into NaN, which nothing downstream could trace back to the tensor.
 import type { GpuContext } from '../gpu/context.ts';
 import { uploadBytes } from '../gpu/context.ts';
-import { createGpuLinear, destroyGpuLinear, type GpuLinear, type LinearFormat, type ScaleDtype } from '../gpu/linear.ts';
+import {
+  canFuse, createFusedLinear, createGpuLinear, destroyGpuLinear, type Fusion, type GpuLinear, type LinearFormat, type LinearSpec,
+  type ScaleDtype,
+} from '../gpu/linear.ts';
 import { moduleBytes, readEntry, type AffinePlan, type Checkpoint, type ModulePlan, type TensorEntry } from '../format/checkpoint.ts';
 import { decodeFloats, type FloatDType } from '../format/dtype.ts';
 import type { FullAttnWeights, LinearAttnWeights, Mlp, ModelWeights } from '../model/qwen35.ts';
@@ -96,9 +99,17 @@ export function weightBytes(ckpt: Checkpoint): number {
   return total;
 }
 
-export async function loadModelWeights(
-  ctx: GpuContext, ckpt: Checkpoint, onProgress?: (done: number, total: number, tensor: string) => void,
-): Promise<ModelWeights> {
+export interface LoadWeightsOptions {
+  onProgress?: (done: number, total: number, tensor: string) => void;
+  /**
+   * Concatenate linears that share their input and format (in_proj_qkv/z/b/a, q/k/v, gate/up) into one weight
+   * each, run as one dispatch (default true). False keeps every linear separate: the unfused reference path.
+   */
+  fuse?: boolean;
+}
+
+export async function loadModelWeights(ctx: GpuContext, ckpt: Checkpoint, opts: LoadWeightsOptions = {}): Promise<ModelWeights> {
+  const { onProgress, fuse = true } = opts;
   const total = weightBytes(ckpt);
   let done = 0;
   const created: (GpuLinear | GPUBuffer)[] = [];
@@ -112,26 +123,59 @@ export async function loadModelWeights(
     onProgress?.(done, total, p.path);
   };
 
-  async function matrix(path: string): Promise<GpuLinear> {
+  /** The shape and format of a linear, from the checkpoint's plan alone. */
+  function linearSpec(path: string): LinearSpec {
     const p = plan(path);
-    let lin: GpuLinear;
+    if (p.kind === 'affine') {
+      const format: LinearFormat = {
+        kind: 'affine', bits: p.bits as 2 | 3 | 4 | 5 | 6 | 8, groupSize: p.groupSize as 32 | 64 | 128, scaleDtype: p.scaleDtype,
+      };
+      return { name: path, rows: p.rows, cols: p.cols, format };
+    }
+    if (p.shape.length !== 2) throw new Error(`${path}: expected a 2-D weight, found shape [${p.shape.join(', ')}]`);
+    return { name: path, rows: p.shape[0], cols: p.shape[1], format: { kind: 'float', dtype: SCALE_DTYPE[p.dtype] } };
+  }
+
+  /** The stored bytes of a linear, checked (finite, and finite once dequantized). */
+  async function linearData(path: string): Promise<{ weight: Uint8Array; scales?: Uint8Array; biases?: Uint8Array }> {
+    const p = plan(path);
     if (p.kind === 'affine') {
       const [weight, scales, biases] = await Promise.all(
         [p.weight, p.scales, p.biases].map((t) => readEntry(ckpt.source, t)),
       );
       checkAffine(p, scales, biases);
-      const format: LinearFormat = {
-        kind: 'affine', bits: p.bits as 2 | 3 | 4 | 5 | 6 | 8, groupSize: p.groupSize as 32 | 64 | 128, scaleDtype: p.scaleDtype,
-      };
-      lin = createGpuLinear(ctx, { name: path, rows: p.rows, cols: p.cols, format }, { weight, scales, biases });
-    } else {
-      if (p.shape.length !== 2) throw new Error(`${path}: expected a 2-D weight, found shape [${p.shape.join(', ')}]`);
-      const weight = await readEntry(ckpt.source, p.weight);
-      checkFinite(p.weight, weight);
-      lin = createGpuLinear(ctx, { name: path, rows: p.shape[0], cols: p.shape[1], format: { kind: 'float', dtype: SCALE_DTYPE[p.dtype] } }, { weight });
+      return { weight, scales, biases };
     }
+    const weight = await readEntry(ckpt.source, p.weight);
+    checkFinite(p.weight, weight);
+    return { weight };
+  }
+
+  async function matrix(path: string): Promise<GpuLinear> {
+    const spec = linearSpec(path);
+    const lin = createGpuLinear(ctx, spec, await linearData(path));
     created.push(lin);
-    advance(p);
+    advance(plan(path));
+    return lin;
+  }
+
+  /**
+   * Linears that share their input: one fused GpuLinear when their formats agree (src/gpu/linear.ts), else each
+   * on its own. Per-layer quantization overrides can give members different bits; those stay separate.
+   */
+  async function matrices(paths: string[], kind: Fusion['kind']): Promise<GpuLinear | GpuLinear[]> {
+    const specs = paths.map(linearSpec);
+    if (!fuse || !canFuse(ctx, specs, kind)) {
+      const each: GpuLinear[] = [];
+      for (const path of paths) each.push(await matrix(path));
+      return each;
+    }
+    const members = [];
+    for (const [i, path] of paths.entries()) members.push({ spec: specs[i], data: await linearData(path) });
+    const name = `${paths[0]}+${paths.slice(1).map((p) => p.slice(p.lastIndexOf('.') + 1)).join('+')}`;
+    const lin = createFusedLinear(ctx, name, kind, members);
+    created.push(lin);
+    for (const path of paths) advance(plan(path));
     return lin;
   }
 
@@ -150,8 +194,7 @@ export async function loadModelWeights(
   }
 
   const mlp = async (i: number): Promise<Mlp> => ({
-    gate: await matrix(`layers.${i}.mlp.gate_proj`),
-    up: await matrix(`layers.${i}.mlp.up_proj`),
+    gateUp: await matrices([`layers.${i}.mlp.gate_proj`, `layers.${i}.mlp.up_proj`], 'swiglu'),
     down: await matrix(`layers.${i}.mlp.down_proj`),
   });
 
@@ -165,10 +208,7 @@ export async function loadModelWeights(
         layers.push({
           kind: 'linear',
           inputNorm: await vector(`${pre}.input_layernorm`),
-          inProjQkv: await matrix(`${la}.in_proj_qkv`),
-          inProjZ: await matrix(`${la}.in_proj_z`),
-          inProjB: await matrix(`${la}.in_proj_b`),
-          inProjA: await matrix(`${la}.in_proj_a`),
+          inProj: await matrices([`${la}.in_proj_qkv`, `${la}.in_proj_z`, `${la}.in_proj_b`, `${la}.in_proj_a`], 'split'),
           // [C, Kc, 1] (MLX) and [C, 1, Kc] (HF) share the memory order c·Kc + j.
           conv: await vector(`${la}.conv1d`),
           aLog: await vector(`${la}.A_log`),
@@ -183,9 +223,7 @@ export async function loadModelWeights(
         layers.push({
           kind: 'full',
           inputNorm: await vector(`${pre}.input_layernorm`),
-          q: await matrix(`${sa}.q_proj`),
-          k: await matrix(`${sa}.k_proj`),
-          v: await matrix(`${sa}.v_proj`),
+          qkv: await matrices([`${sa}.q_proj`, `${sa}.k_proj`, `${sa}.v_proj`], 'split'),
           o: await matrix(`${sa}.o_proj`),
           qNorm: await vector(`${sa}.q_norm`),
           kNorm: await vector(`${sa}.k_norm`),
@@ -209,12 +247,12 @@ export function destroyModelWeights(w: ModelWeights): void {
   lin(w.embed); lin(w.lmHead); w.finalNorm.destroy();
   for (const l of w.layers) {
     l.inputNorm.destroy(); l.postNorm.destroy();
-    lin(l.mlp.gate); lin(l.mlp.up); lin(l.mlp.down);
+    for (const m of [l.mlp.gateUp, l.mlp.down].flat()) lin(m);
     if (l.kind === 'linear') {
-      for (const m of [l.inProjQkv, l.inProjZ, l.inProjB, l.inProjA, l.outProj]) lin(m);
+      for (const m of [l.inProj, l.outProj].flat()) lin(m);
       for (const b of [l.conv, l.aLog, l.dtBias, l.norm]) b.destroy();
     } else {
-      for (const m of [l.q, l.k, l.v, l.o]) lin(m);
+      for (const m of [l.qkv, l.o].flat()) lin(m);
       l.qNorm.destroy(); l.kNorm.destroy();
     }
   }

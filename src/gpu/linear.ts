@@ -12,7 +12,13 @@ export type LinearFormat =
 /** W[rows, cols], y = x·Wᵀ */
 export interface LinearSpec { name: string; rows: number; cols: number; format: LinearFormat }
 export interface LinearPart { rowStart: number; rows: number; weight: GPUBuffer; scales?: GPUBuffer; biases?: GPUBuffer }
-export interface GpuLinear extends LinearSpec { parts: LinearPart[]; bytes: number }
+/**
+ * Linears that share their input, concatenated by rows at load into one weight (createFusedLinear) so one
+ * dispatch reads x once: 'split' writes each member's rows to its own output (in_proj_qkv/z/b/a, q/k/v);
+ * 'swiglu' holds [gate; up] and writes silu(gate) ⊙ up (the MLP). `segments` are the members' row counts.
+ */
+export interface Fusion { kind: 'split' | 'swiglu'; segments: number[]; names: string[] }
+export interface GpuLinear extends LinearSpec { parts: LinearPart[]; bytes: number; fused?: Fusion }
 
 /** Up to this many tokens the matvec (weights re-read per token, but no tile waste) beats the 64-token tile. */
 export const MATVEC_MAX_M = 4;
@@ -110,6 +116,74 @@ export function createGpuLinear(
   return { ...spec, parts, bytes };
 }
 
+/** Same element, group and scale storage: rows of one can follow rows of the other in one buffer. */
+function sameFormat(a: LinearFormat, b: LinearFormat): boolean {
+  if (a.kind === 'affine' && b.kind === 'affine') return a.bits === b.bits && a.groupSize === b.groupSize && a.scaleDtype === b.scaleDtype;
+  return a.kind === 'float' && b.kind === 'float' && a.dtype === b.dtype;
+}
+
+/** Linears with these specs can be fused: one format, one width, at most 4 members, one buffer per tensor. */
+export function canFuse(ctx: GpuContext, specs: LinearSpec[], kind: Fusion['kind'], maxBytesPerBuffer?: number): boolean {
+  if (specs.length < 2 || specs.length > 4) return false;
+  if (kind === 'swiglu' && (specs.length !== 2 || specs[0].rows !== specs[1].rows)) return false;
+  if (!specs.every((s) => s.cols === specs[0].cols && sameFormat(s.format, specs[0].format))) return false;
+  const limit = maxBytesPerBuffer ?? Math.min(ctx.limits.maxStorageBufferBindingSize, ctx.limits.maxBufferSize);
+  const rows = specs.reduce((n, s) => n + s.rows, 0);
+  return Math.max(...rowBytes(specs[0])) * rows + 16 <= limit;
+}
+
+/**
+ * One GpuLinear holding the rows of every member in order (see Fusion), uploaded without an intermediate copy:
+ * each member's bytes go straight to their row offset in the mapped buffers. Throws unless canFuse holds.
+ */
+export function createFusedLinear(
+  ctx: GpuContext,
+  name: string,
+  kind: Fusion['kind'],
+  members: { spec: LinearSpec; data: { weight: Uint8Array; scales?: Uint8Array; biases?: Uint8Array } }[],
+  maxBytesPerBuffer?: number,
+): GpuLinear {
+  const specs = members.map((m) => m.spec);
+  specs.forEach(checkSpec);
+  if (!canFuse(ctx, specs, kind, maxBytesPerBuffer)) throw new Error(`linear "${name}": ${specs.map((s) => s.name).join(', ')} cannot be fused (${kind})`);
+  const format = specs[0].format;
+  const cols = specs[0].cols;
+  const rows = specs.reduce((n, s) => n + s.rows, 0);
+  const perRow = rowBytes(specs[0]);
+  const labels = ['weight', 'scales', 'biases'];
+  const count = format.kind === 'affine' ? 3 : 1;
+  let bytes = 0;
+  const bufs: GPUBuffer[] = [];
+  for (let i = 0; i < count; i++) {
+    const size = Math.max(16, i === 0 && format.kind === 'affine' ? ceil16(rows * perRow[i]) : ceil4(rows * perRow[i]));
+    const buf = ctx.device.createBuffer({
+      label: `${name}.${labels[i]}`, size, mappedAtCreation: true,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    });
+    const dst = new Uint8Array(buf.getMappedRange());
+    let at = 0;
+    for (const m of members) {
+      const t = [m.data.weight, m.data.scales, m.data.biases][i];
+      const want = m.spec.rows * perRow[i];
+      if (!t || t.byteLength !== want) {
+        buf.unmap();
+        for (const b of [...bufs, buf]) b.destroy();
+        throw new Error(`linear "${m.spec.name}": ${labels[i]} has ${t?.byteLength ?? 0} bytes, expected ${want} for [${m.spec.rows}, ${cols}] ${describe(format)}`);
+      }
+      dst.set(t, at);
+      at += want;
+    }
+    buf.unmap();
+    bufs.push(buf);
+    bytes += size;
+  }
+  return {
+    name, rows, cols, format, bytes,
+    parts: [{ rowStart: 0, rows, weight: bufs[0], scales: bufs[1], biases: bufs[2] }],
+    fused: { kind, segments: specs.map((s) => s.rows), names: specs.map((s) => s.name) },
+  };
+}
+
 function describe(f: LinearFormat): string {
   return f.kind === 'affine' ? `affine ${f.bits}-bit gs${f.groupSize} ${f.scaleDtype}` : `float ${f.dtype}`;
 }
@@ -189,32 +263,51 @@ function kernelText(files: string[], opts: { subgroups?: boolean; scalarXBinding
   return code;
 }
 
-/**
- * y[M, rows] = x[M, cols] · Wᵀ (f32 activations). xOffset/yOffset in floats; x and y must be different buffers.
- * M ≤ MATVEC_MAX_M runs the decode matvec (weights read once per token); larger M the 64 × 64 tiled GEMM.
- * x offsets that are multiples of 4 floats get 16-byte x loads.
- */
-export function linear(
-  rec: Recorder,
-  lin: GpuLinear,
-  x: GPUBuffer,
-  y: GPUBuffer,
-  M: number,
-  opts: { xOffset?: number; yOffset?: number } = {},
-): void {
+// A dummy output for the unused fourth segment of a three-way split (the layout still wants it bound).
+const spareOutputs = new WeakMap<GpuContext, GPUBuffer>();
+function spareOutput(ctx: GpuContext): GPUBuffer {
+  let b = spareOutputs.get(ctx);
+  if (!b) spareOutputs.set(ctx, (b = ctx.storage(16, 'linear-spare-output')));
+  return b;
+}
+
+type Output =
+  | { stage: 'write' | 'accumulate'; y: GPUBuffer; yOff: number }
+  | { stage: 'split'; ys: GPUBuffer[] }
+  | { stage: 'swiglu'; y: GPUBuffer };
+
+/** The one place that picks a kernel, checks sizes and dispatches, for every output stage. */
+function dispatchLinear(rec: Recorder, lin: GpuLinear, x: GPUBuffer, M: number, xOff: number, out: Output): void {
   const { ctx } = rec;
   if (M <= 0) return;
-  const xOff = opts.xOffset ?? 0;
-  const yOff = opts.yOffset ?? 0;
   // Out-of-range reads and writes are clamped silently by WebGPU: catch shape mistakes here instead.
   if (x.size < (xOff + M * lin.cols) * 4) {
     throw new Error(`linear "${lin.name}": x holds ${x.size} bytes, needs ${(xOff + M * lin.cols) * 4} for M=${M} × ${lin.cols} at offset ${xOff}`);
   }
-  if (y.size < (yOff + M * lin.rows) * 4) {
-    throw new Error(`linear "${lin.name}": y holds ${y.size} bytes, needs ${(yOff + M * lin.rows) * 4} for M=${M} × ${lin.rows} at offset ${yOff}`);
+  const outRows = out.stage === 'swiglu' ? lin.rows / 2 : lin.rows;
+  const need = (y: GPUBuffer, floats: number, what: string) => {
+    if (y.size < floats * 4) throw new Error(`linear "${lin.name}": ${what} holds ${y.size} bytes, needs ${floats * 4} for M=${M}`);
+  };
+  let segmentStarts = [0, 0, 0];
+  if (out.stage === 'split' || out.stage === 'swiglu') {
+    const kind = out.stage;
+    if (lin.fused?.kind !== kind || lin.parts.length !== 1) throw new Error(`linear "${lin.name}": not a ${kind} fusion`);
+  }
+  if (out.stage === 'split') {
+    const seg = lin.fused!.segments;
+    if (out.ys.length !== seg.length) throw new Error(`linear "${lin.name}": ${seg.length} outputs expected, got ${out.ys.length}`);
+    out.ys.forEach((y, i) => need(y, M * seg[i], `output ${lin.fused!.names[i]}`));
+    let at = 0;
+    segmentStarts = [1, 2, 3].map((i) => (at += seg[i - 1] ?? 0, i < seg.length ? at : lin.rows));
+  } else {
+    const yOff = out.stage === 'swiglu' ? 0 : out.yOff;
+    need(out.y, yOff + M * outRows, 'y');
   }
   const f = lin.format;
   const tiled = M > MATVEC_MAX_M;
+  const stageFile = out.stage === 'split' ? 'linear_out_split' : out.stage === 'swiglu' ? 'linear_out_swiglu' : 'linear_out';
+  const stageConstants: Record<string, number> = out.stage === 'swiglu'
+    ? { PAIR: tiled ? TILE / 2 : 2 } : out.stage === 'split' ? {} : { ACC: out.stage === 'accumulate' ? 1 : 0 };
 
   // Float kernels read x as vec4 only when every row of x starts on a 16-byte boundary.
   const floatX = xOff % 4 === 0 && lin.cols % 4 === 0 ? undefined : 2;
@@ -223,33 +316,76 @@ export function linear(
   let rowsPerGroup = TILE;
   if (tiled) {
     kernel = f.kind === 'affine'
-      ? { code: kernelText(['qcommon', 'qmatmul']), constants: affineConstants(f) }
-      : { code: kernelText(['matvec_float', 'qreduce_wg'], { scalarXBinding: floatX }), constants: { WDT: DTYPE_CODE[f.dtype] }, entry: 'matmul' };
+      ? { code: kernelText(['qcommon', 'qmatmul', stageFile]), constants: { ...affineConstants(f), ...stageConstants } }
+      : { code: kernelText(['matvec_float', 'qreduce_wg', stageFile], { scalarXBinding: floatX }), constants: { WDT: DTYPE_CODE[f.dtype], ...stageConstants }, entry: 'matmul' };
   } else if (f.kind === 'affine') {
     const { tpr, slots, subgroups } = matvecShape(ctx, lin.cols / 32);
-    const code = kernelText(['qcommon', 'qmatvec', subgroups ? 'qreduce_sg' : 'qreduce_wg'], {
+    const code = kernelText(['qcommon', 'qmatvec', subgroups ? 'qreduce_sg' : 'qreduce_wg', stageFile], {
       subgroups,
       scalarXBinding: xOff % 4 === 0 ? undefined : 4,
     });
-    kernel = { code, constants: { ...affineConstants(f), TPR: tpr, SLOTS: slots } };
+    kernel = { code, constants: { ...affineConstants(f), TPR: tpr, SLOTS: slots, ...stageConstants } };
     rowsPerGroup = slots * ROWS_PER_SLOT;
   } else {
     const { tpr, slots, subgroups } = matvecShape(ctx, Math.ceil(lin.cols / 8));
-    const code = kernelText(['matvec_float', subgroups ? 'qreduce_sg' : 'qreduce_wg'], { subgroups, scalarXBinding: floatX });
-    kernel = { code, constants: { WDT: DTYPE_CODE[f.dtype], TPR: tpr, SLOTS: slots }, entry: 'matvec' };
+    const code = kernelText(['matvec_float', subgroups ? 'qreduce_sg' : 'qreduce_wg', stageFile], { subgroups, scalarXBinding: floatX });
+    kernel = { code, constants: { WDT: DTYPE_CODE[f.dtype], TPR: tpr, SLOTS: slots, ...stageConstants }, entry: 'matvec' };
     rowsPerGroup = slots * ROWS_PER_SLOT;
   }
   const zGroups = tiled ? Math.ceil(M / TILE) : M;
   if (zGroups > ctx.limits.maxComputeWorkgroupsPerDimension) {
     throw new Error(`linear "${lin.name}": M = ${M} needs more than ${ctx.limits.maxComputeWorkgroupsPerDimension} workgroups along z`);
   }
+  const xBinding = f.kind === 'affine' ? 4 : 2;
+  const yBinding = f.kind === 'affine' ? 5 : 3;
 
   for (const p of lin.parts) {
-    const params = rec.params(new Uint32Array([p.rows, lin.cols, M, xOff, yOff + p.rowStart, lin.rows, 0, 0]));
-    const buffers: Binding[] = f.kind === 'affine' ? [params, p.weight, p.scales!, p.biases!, x, y] : [params, p.weight, x, y];
-    const [gx, gy] = grid2d(ctx, Math.ceil(p.rows / rowsPerGroup));
-    rec.dispatch(kernel, { ...buffers }, [gx, gy, zGroups], `${lin.name}${tiled ? ' gemm' : ' matvec'}`);
+    // SwiGLU pairs gate rows with up rows: the grid covers blocks of 2·PAIR logical rows per PAIR outputs.
+    const logicalRows = out.stage === 'swiglu'
+      ? (tiled ? TILE * Math.ceil(outRows / (TILE / 2)) : ROWS_PER_SLOT * Math.ceil(outRows / 2))
+      : p.rows;
+    const yOff = out.stage === 'write' || out.stage === 'accumulate' ? out.yOff + p.rowStart : 0;
+    const yStride = out.stage === 'write' || out.stage === 'accumulate' ? lin.rows : outRows;
+    const params = rec.params(new Uint32Array([p.rows, lin.cols, M, xOff, yOff, yStride, ...segmentStarts, 0, 0, 0]));
+    const bindings: Record<number, Binding> = { 0: params, 1: p.weight, [xBinding]: x };
+    if (f.kind === 'affine') Object.assign(bindings, { 2: p.scales!, 3: p.biases! });
+    if (out.stage === 'split') {
+      const [y0, y1, y2, y3] = out.ys;
+      Object.assign(bindings, { [yBinding]: y0, 8: y1, 9: y2 ?? spareOutput(ctx), 10: y3 ?? spareOutput(ctx) });
+    } else {
+      bindings[yBinding] = out.y;
+    }
+    const [gx, gy] = grid2d(ctx, Math.ceil(logicalRows / rowsPerGroup));
+    rec.dispatch(kernel, bindings, [gx, gy, zGroups], `${lin.name}${tiled ? ' gemm' : ' matvec'}`);
   }
+}
+
+/**
+ * y[M, rows] = x[M, cols] · Wᵀ (f32 activations), or with `accumulate` y += x · Wᵀ (the residual add done by the
+ * projection). xOffset/yOffset in floats; x and y must be different buffers. M ≤ MATVEC_MAX_M runs the decode
+ * matvec (weights read once per token); larger M the 64 × 64 tiled GEMM. x offsets that are multiples of 4 floats
+ * get 16-byte x loads.
+ */
+export function linear(
+  rec: Recorder,
+  lin: GpuLinear,
+  x: GPUBuffer,
+  y: GPUBuffer,
+  M: number,
+  opts: { xOffset?: number; yOffset?: number; accumulate?: boolean } = {},
+): void {
+  if (lin.fused) throw new Error(`linear "${lin.name}": a fused linear runs through linearSplit or linearSwiglu`);
+  dispatchLinear(rec, lin, x, M, opts.xOffset ?? 0, { stage: opts.accumulate ? 'accumulate' : 'write', y, yOff: opts.yOffset ?? 0 });
+}
+
+/** A 'split' fusion: outputs[i] [M, segments[i]] = x · W_iᵀ, one dispatch for all members. */
+export function linearSplit(rec: Recorder, lin: GpuLinear, x: GPUBuffer, outputs: GPUBuffer[], M: number): void {
+  dispatchLinear(rec, lin, x, M, 0, { stage: 'split', ys: outputs });
+}
+
+/** A 'swiglu' fusion of [gate; up]: out [M, I] = silu(x · W_gateᵀ) ⊙ (x · W_upᵀ), one dispatch. */
+export function linearSwiglu(rec: Recorder, lin: GpuLinear, x: GPUBuffer, out: GPUBuffer, M: number): void {
+  dispatchLinear(rec, lin, x, M, 0, { stage: 'swiglu', y: out });
 }
 
 /** out[T, cols] = dequantised rows ids[t] of lin (the embedding table); ids is a u32 storage buffer. */

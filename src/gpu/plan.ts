@@ -179,11 +179,16 @@ export function recordPlan(ctx: GpuContext, step: GPUBuffer, label: string, fn: 
 
 /** Replays a plan into an open compute pass (WebGPU orders the dispatches of a pass and their memory effects). */
 export function replayPlan(pass: GPUComputePassEncoder, plan: StepPlan): void {
-  let last: GPUComputePipeline | undefined;
-  for (const d of plan.dispatches) {
-    if (d.pipeline !== last) {
+  // Indexed: this loop runs for every dispatch of every token, and the array iterator's result objects showed up
+  // in heap profiles of decode. Every dispatch has its own bind group (no two consecutive ones share bindings at
+  // 64 layers), so only a repeated pipeline is skipped.
+  const ds = plan.dispatches;
+  let pipeline: GPUComputePipeline | undefined;
+  for (let i = 0; i < ds.length; i++) {
+    const d = ds[i];
+    if (d.pipeline !== pipeline) {
       pass.setPipeline(d.pipeline);
-      last = d.pipeline;
+      pipeline = d.pipeline;
     }
     pass.setBindGroup(0, d.bindGroup);
     pass.dispatchWorkgroups(d.x, d.y, d.z);

@@ -5,20 +5,38 @@
 // recorder's step uniform).
 import { dims, type ModelConfig } from '../format/config.ts';
 import type { GpuContext } from '../gpu/context.ts';
-import { embedGather, linear, type GpuLinear } from '../gpu/linear.ts';
+import { embedGather, linear, linearSplit, linearSwiglu, type GpuLinear } from '../gpu/linear.ts';
 import type { Recorder } from '../gpu/plan.ts';
+import { attentionPrefill } from '../gpu/attention-prefill.ts';
+import { gatedDeltaChunked } from '../gpu/gated-delta-chunk.ts';
 import {
-  add, attention, cacheAppend, conv1dCausal, gatedDelta, normRope, rmsNorm, rmsNormGated, swiglu,
+  attention, cacheAppend, conv1dCausal, gatedDelta, normRope, rmsNorm, rmsNormGated, swiglu,
 } from '../gpu/ops.ts';
 import type { FullLayerState, LinearLayerState, SequenceState } from './state.ts';
 
-export interface Mlp { gate: GpuLinear; up: GpuLinear; down: GpuLinear }
+/**
+ * Linears that read the same input: one GpuLinear fused at load (src/engine/load.ts, one dispatch), or the
+ * members in order when their formats differ (per-layer quantization overrides) or fusion is off.
+ */
+export type Projections = GpuLinear | GpuLinear[];
+
+/** gateUp: [gate_proj; up_proj] fused with SwiGLU, or [gate, up]. */
+/**
+ * From this many tokens per call the chunked gated delta rule (spec §4, C = 64) replaces the token loop; below it
+ * the recurrent kernel (decode, short prompts). SwiftShader: break-even between 16 and 64 tokens, 1.47x at 512.
+ */
+export const GDN_CHUNKED_MIN_T = 64;
+/** From this many query tokens the tiled prefill attention (online softmax over key tiles) replaces `attention`. */
+export const ATTN_PREFILL_MIN_T = 32;
+
+export interface Mlp { gateUp: Projections; down: GpuLinear }
 
 /** Gated DeltaNet layer (spec §3.5). Norm gains, conv weights [C, Kc], A_log and dt_bias are f32 buffers. */
 export interface LinearAttnWeights {
   kind: 'linear';
   inputNorm: GPUBuffer; postNorm: GPUBuffer;
-  inProjQkv: GpuLinear; inProjZ: GpuLinear; inProjB: GpuLinear; inProjA: GpuLinear;
+  /** in_proj_qkv, in_proj_z, in_proj_b, in_proj_a */
+  inProj: Projections;
   conv: GPUBuffer; aLog: GPUBuffer; dtBias: GPUBuffer; norm: GPUBuffer; outProj: GpuLinear;
   mlp: Mlp;
 }
@@ -27,7 +45,9 @@ export interface LinearAttnWeights {
 export interface FullAttnWeights {
   kind: 'full';
   inputNorm: GPUBuffer; postNorm: GPUBuffer;
-  q: GpuLinear; k: GpuLinear; v: GpuLinear; o: GpuLinear; qNorm: GPUBuffer; kNorm: GPUBuffer;
+  /** q_proj (with its gate), k_proj, v_proj */
+  qkv: Projections;
+  o: GpuLinear; qNorm: GPUBuffer; kNorm: GPUBuffer;
   mlp: Mlp;
 }
 
@@ -43,7 +63,7 @@ export interface ModelWeights {
 export interface Scratch {
   maxTokens: number;
   ids: GPUBuffer;
-  h: GPUBuffer; x: GPUBuffer; blockOut: GPUBuffer;
+  h: GPUBuffer; x: GPUBuffer;
   // GDN
   m: GPUBuffer; u: GPUBuffer; z: GPUBuffer; a: GPUBuffer; b: GPUBuffer; o: GPUBuffer; oNorm: GPUBuffer;
   // attention
@@ -62,7 +82,7 @@ export function createScratch(ctx: GpuContext, cfg: ModelConfig, maxTokens: numb
   return {
     maxTokens,
     ids: f(T, 'ids'),
-    h: f(T * cfg.hiddenSize, 'h'), x: f(T * cfg.hiddenSize, 'x'), blockOut: f(T * cfg.hiddenSize, 'block_out'),
+    h: f(T * cfg.hiddenSize, 'h'), x: f(T * cfg.hiddenSize, 'x'),
     m: f(T * convDim, 'gdn_m'), u: f(T * convDim, 'gdn_u'), z: f(T * valueDim, 'gdn_z'),
     a: f(T * cfg.linearNumValueHeads, 'gdn_a'), b: f(T * cfg.linearNumValueHeads, 'gdn_b'),
     o: f(T * valueDim, 'gdn_o'), oNorm: f(T * valueDim, 'gdn_o_norm'),
@@ -98,57 +118,62 @@ export function recordForward(
   const d = cfg.hiddenSize;
   embedGather(rec, w.embed, s.ids, s.h, T);
   w.layers.forEach((layer, i) => {
+    // Each block's last projection adds its output onto h as it writes (the residual, spec §3.2).
     rmsNorm(rec, s.h, layer.inputNorm, s.x, T, d, cfg.rmsNormEps);
     if (layer.kind === 'linear') gatedDeltaNet(f, layer, state.layers[i] as LinearLayerState);
     else gatedAttention(f, layer, state.layers[i] as FullLayerState);
-    add(rec, s.h, s.blockOut, T * d);
     rmsNorm(rec, s.h, layer.postNorm, s.x, T, d, cfg.rmsNormEps);
     mlp(f, layer.mlp);
-    add(rec, s.h, s.blockOut, T * d);
   });
   rmsNorm(rec, s.h, w.finalNorm, s.x, T, d, cfg.rmsNormEps);
   linear(rec, w.lmHead, s.x, s.logits, 1, { xOffset: (T - 1) * d });
 }
 
-/** Spec §3.5: projections → causal conv + SiLU → gated delta rule → gated RMSNorm → out_proj, into s.blockOut. */
+/** x · Wᵢᵀ → outputs[i] for linears sharing x: one dispatch when fused at load, else one each. */
+function projections(rec: Recorder, lins: Projections, x: GPUBuffer, outputs: GPUBuffer[], T: number): void {
+  if (Array.isArray(lins)) lins.forEach((l, i) => linear(rec, l, x, outputs[i], T));
+  else linearSplit(rec, lins, x, outputs, T);
+}
+
+/** Spec §3.5: projections → causal conv + SiLU → gated delta rule → gated RMSNorm → out_proj, added onto h. */
 function gatedDeltaNet(f: ForwardPass, l: LinearAttnWeights, st: LinearLayerState): void {
   const { rec, cfg, s, T } = f;
   const { convDim } = dims(cfg);
-  linear(rec, l.inProjQkv, s.x, s.m, T);
-  linear(rec, l.inProjZ, s.x, s.z, T);
-  linear(rec, l.inProjB, s.x, s.b, T);
-  linear(rec, l.inProjA, s.x, s.a, T);
+  projections(rec, l.inProj, s.x, [s.m, s.z, s.b, s.a], T);
   conv1dCausal(rec, s.m, st.conv, l.conv, s.u, T, convDim, cfg.convKernel);
-  gatedDelta(rec, s.u, s.a, s.b, l.aLog, l.dtBias, st.recurrent, s.o, T, {
+  const deltaRule = T >= GDN_CHUNKED_MIN_T ? gatedDeltaChunked : gatedDelta;
+  deltaRule(rec, s.u, s.a, s.b, l.aLog, l.dtBias, st.recurrent, s.o, T, {
     Hk: cfg.linearNumKeyHeads, Hv: cfg.linearNumValueHeads, Dk: cfg.linearKeyHeadDim, Dv: cfg.linearValueHeadDim,
   });
   rmsNormGated(rec, s.o, s.z, l.norm, s.oNorm, T * cfg.linearNumValueHeads, cfg.linearValueHeadDim, cfg.rmsNormEps);
-  linear(rec, l.outProj, s.oNorm, s.blockOut, T);
+  linear(rec, l.outProj, s.oNorm, s.h, T, { accumulate: true });
 }
 
 /**
  * Spec §3.4: q (with its gate, [T, H, 2D]), k, v → q_norm + RoPE → k_norm + RoPE into the K cache, v into the V
- * cache → causal GQA, gated by σ(gate) as it is written → o_proj.
+ * cache → causal GQA, gated by σ(gate) as it is written → o_proj, added onto h.
  */
 function gatedAttention(f: ForwardPass, l: FullAttnWeights, st: FullLayerState): void {
   const { rec, cfg, s, T, state } = f;
   const { numHeads: H, numKvHeads: Hkv, headDim: D, rotaryDim: R, ropeTheta, rmsNormEps: eps } = cfg;
   const ctxRows = state.maxContext;
-  linear(rec, l.q, s.x, s.qg, T);
-  linear(rec, l.k, s.x, s.k, T);
-  linear(rec, l.v, s.x, s.v, T);
+  projections(rec, l.qkv, s.x, [s.qg, s.k, s.v], T);
   normRope(rec, s.qg, l.qNorm, s.qNormed, T, H, D, R, ropeTheta, eps, { inStride: 2 * D });
   normRope(rec, s.k, l.kNorm, st.k, T, Hkv, D, R, ropeTheta, eps, { cacheRows: ctxRows });
   cacheAppend(rec, s.v, st.v, T, Hkv, D, ctxRows);
-  attention(rec, s.qNormed, st.k, st.v, s.attn, T, H, Hkv, D, ctxRows, undefined, { gate: s.qg });
-  linear(rec, l.o, s.attn, s.blockOut, T);
+  if (T >= ATTN_PREFILL_MIN_T) attentionPrefill(rec, s.qNormed, st.k, st.v, s.attn, T, H, Hkv, D, ctxRows, { gate: s.qg });
+  else attention(rec, s.qNormed, st.k, st.v, s.attn, T, H, Hkv, D, ctxRows, undefined, { gate: s.qg });
+  linear(rec, l.o, s.attn, s.h, T, { accumulate: true });
 }
 
-/** Spec §3.6: down(silu(gate(x)) ⊙ up(x)), into s.blockOut. */
+/** Spec §3.6: down(silu(gate(x)) ⊙ up(x)), added onto h. */
 function mlp(f: ForwardPass, m: Mlp): void {
   const { rec, cfg, s, T } = f;
-  linear(rec, m.gate, s.x, s.mlpGate, T);
-  linear(rec, m.up, s.x, s.mlpUp, T);
-  swiglu(rec, s.mlpGate, s.mlpUp, s.mlpAct, T * cfg.intermediateSize);
-  linear(rec, m.down, s.mlpAct, s.blockOut, T);
+  if (Array.isArray(m.gateUp)) {
+    projections(rec, m.gateUp, s.x, [s.mlpGate, s.mlpUp], T);
+    swiglu(rec, s.mlpGate, s.mlpUp, s.mlpAct, T * cfg.intermediateSize);
+  } else {
+    linearSwiglu(rec, m.gateUp, s.x, s.mlpAct, T);
+  }
+  linear(rec, m.down, s.mlpAct, s.h, T, { accumulate: true });
 }
