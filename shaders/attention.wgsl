@@ -46,15 +46,6 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> ml: array<f32>;  // SPLIT only: (m, l) [nsplit, T·H, 2]
 @group(0) @binding(10) var<storage, read> qg: array<f32>;       // GATE only: q_proj output [T, H, 2D]
 
-fn sigmoid(v: f32) -> f32 {
-  // Two-sided form so exp never overflows (WGSL leaves overflowed exp unspecified).
-  if (v >= 0.0) {
-    return 1.0 / (1.0 + exp(-v));
-  }
-  let e = exp(v);
-  return e / (1.0 + e);
-}
-
 // The finished output row `row` = t·H + h at dim d, gated when GATE.
 fn gated(v: f32, row: u32, d: u32, dim: u32) -> f32 {
   if (GATE) {

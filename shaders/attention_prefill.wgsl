@@ -64,15 +64,6 @@ struct Params {
 
 var<workgroup> sm: array<f32, SA + SB>;
 
-fn sigmoid(v: f32) -> f32 {
-  // Two-sided form so exp never overflows (WGSL leaves overflowed exp unspecified).
-  if (v >= 0.0) {
-    return 1.0 / (1.0 + exp(-v));
-  }
-  let e = exp(v);
-  return e / (1.0 + e);
-}
-
 // Keys k0 .. k0+KC−1 of V into region B, row-major [key][dim]; keys at or past kEnd (unwritten cache rows,
 // possibly NaN) are staged as 0 so a zero probability never meets a NaN.
 fn stage_v(tid: u32, kvBase: u32, k0: u32, kEnd: u32) {

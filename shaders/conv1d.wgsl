@@ -19,14 +19,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;  // [T, C]
 @group(0) @binding(4) var<storage, read_write> state: array<f32>; // [Kc−1, C], oldest first
 
-fn sigmoid(v: f32) -> f32 {
-  if (v >= 0.0) {
-    return 1.0 / (1.0 + exp(-v));
-  }
-  let e = exp(v);
-  return e / (1.0 + e);
-}
-
 @compute @workgroup_size(WG)
 fn conv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         @builtin(local_invocation_index) lid: u32) {

@@ -23,15 +23,6 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> o1: array<f32>;
 @group(0) @binding(5) var<storage, read_write> o2: array<f32>;
 
-fn sigmoid(v: f32) -> f32 {
-  // Two-sided form so exp never overflows (WGSL leaves overflowed exp unspecified).
-  if (v >= 0.0) {
-    return 1.0 / (1.0 + exp(-v));
-  }
-  let e = exp(v);
-  return e / (1.0 + e);
-}
-
 fn index(wid: vec3u, nwg: vec3u, lid: u32) -> u32 {
   return (wid.x + wid.y * nwg.x) * WG + lid;
 }

@@ -45,23 +45,6 @@ var<workgroup> red_k: array<f32, 2u * NS * BV>;
 var<workgroup> red_q: array<f32, 2u * NS * BV>;
 var<workgroup> red_s: array<f32, 2u * 3u * NS>;
 
-// softplus with PyTorch's threshold; log(1+e^x) via Goldberg's log1p trick so small e^x keeps its digits.
-fn softplus(x: f32) -> f32 {
-  if (x > 20.0) { return x; }
-  let e = exp(x);
-  let y = 1.0 + e;
-  if (y == 1.0) { return e; }
-  return log(y) * (e / (y - 1.0));
-}
-
-fn sigmoid(v: f32) -> f32 {
-  if (v >= 0.0) {
-    return 1.0 / (1.0 + exp(-v));
-  }
-  let e = exp(v);
-  return e / (1.0 + e);
-}
-
 @compute @workgroup_size(BV * NS)
 fn gated_delta(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) tid: u32) {
   let h = wid.x / P.tiles;

@@ -55,23 +55,6 @@ struct Params {
 @group(0) @binding(10) var<storage, read_write> Mq: array<f32>;   // [hc, C, C]
 @group(0) @binding(11) var<storage, read_write> rs: array<f32>;   // [hc, C, 4]
 
-// softplus and sigmoid exactly as gated_delta.wgsl, so β and g agree with the recurrent kernel bit for bit.
-fn softplus(x: f32) -> f32 {
-  if (x > 20.0) { return x; }
-  let e = exp(x);
-  let y = 1.0 + e;
-  if (y == 1.0) { return e; }
-  return log(y) * (e / (y - 1.0));
-}
-
-fn sigmoid(v: f32) -> f32 {
-  if (v >= 0.0) {
-    return 1.0 / (1.0 + exp(-v));
-  }
-  let e = exp(v);
-  return e / (1.0 + e);
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // prep
 

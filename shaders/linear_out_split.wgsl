@@ -6,8 +6,6 @@
 @group(0) @binding(9) var<storage, read_write> Y2: array<f32>;
 @group(0) @binding(10) var<storage, read_write> Y3: array<f32>;
 
-fn weight_row(l: u32) -> u32 { return min(l, P.rows - 1u); }
-
 fn store(m: u32, n: u32, v: f32) {
   if (n >= P.rows) { return; }
   if (n < P.s1) {
@@ -19,12 +17,4 @@ fn store(m: u32, n: u32, v: f32) {
   } else {
     Y3[m * (P.rows - P.s3) + n - P.s3] = v;
   }
-}
-
-fn store4(m: u32, l0: u32, v: vec4<f32>) {
-  store(m, l0, v.x); store(m, l0 + 1u, v.y); store(m, l0 + 2u, v.z); store(m, l0 + 3u, v.w);
-}
-
-fn store_tile(m: u32, n0: u32, tx: u32, a: array<f32, 4>) {
-  for (var i = 0u; i < 4u; i++) { store(m, n0 + tx + 16u * i, a[i]); }
 }

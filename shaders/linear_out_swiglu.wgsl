@@ -3,17 +3,10 @@
 // [M, I] half is ever stored. The logical rows are laid out in blocks of 2·PAIR: the first PAIR are gate rows,
 // the next PAIR the up rows of the same outputs. PAIR = 2 for the matvec (a slot's 4 rows: 2 gate, 2 up) and 32
 // for the GEMM (a thread's rows tx + 16i: i = 0, 1 gate, i = 2, 3 the matching up rows).
-// Same expression as the swiglu kernel of elementwise.wgsl (g · σ(g) · u): identical bits to the unfused path.
+// Same expression as the swiglu kernel of elementwise.wgsl (g · σ(g) · u, σ from gates.wgsl): identical bits to the
+// unfused path.
 
 override PAIR: u32 = 2u;
-
-fn silu_sigmoid(v: f32) -> f32 {
-  if (v >= 0.0) {
-    return 1.0 / (1.0 + exp(-v));
-  }
-  let e = exp(v);
-  return e / (1.0 + e);
-}
 
 fn weight_row(l: u32) -> u32 {
   let half_rows = P.rows / 2u;
@@ -23,7 +16,7 @@ fn weight_row(l: u32) -> u32 {
 
 fn store_act(m: u32, o: u32, g: f32, u: f32) {
   if (o >= P.rows / 2u) { return; }
-  Y[P.y_off + m * P.y_stride + o] = g * silu_sigmoid(g) * u;
+  Y[P.y_off + m * P.y_stride + o] = g * sigmoid(g) * u;
 }
 
 fn store4(m: u32, l0: u32, v: vec4<f32>) {

@@ -21,15 +21,6 @@ struct Params {
 
 var<workgroup> part: array<f32, WG>;
 
-fn sigmoid(v: f32) -> f32 {
-  // Two-sided form so exp never overflows (WGSL leaves overflowed exp unspecified).
-  if (v >= 0.0) {
-    return 1.0 / (1.0 + exp(-v));
-  }
-  let e = exp(v);
-  return e / (1.0 + e);
-}
-
 // Tree reduction over the workgroup; every invocation gets the total. Must be called in uniform control flow.
 fn workgroup_sum(v: f32, lid: u32) -> f32 {
   part[lid] = v;

@@ -6,57 +6,16 @@
 // heads), head dims 16 / 40 / 64 / 80 / 256 (a partial last dim chunk, lanes without a dim), p0 = 0 and p0 > 0,
 // gate on and off; then one recorded plan replayed at two positions.
 // QWEN_ATTN_BENCH=1 adds the timing row (tiled vs ops.attention, ratio only).
-import '../src/node/shaders-node.ts';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { getNodeGpu } from '../src/node/dawn.ts';
-import { readF32, uploadBytes, type GpuContext } from '../src/gpu/context.ts';
 import * as ops from '../src/gpu/ops.ts';
 import { attentionPrefill, attentionPrefillShape } from '../src/gpu/attention-prefill.ts';
-import { createStepBuffer, destroyPlan, directRecorder, recordPlan, replayPlan, writeStep } from '../src/gpu/plan.ts';
-import { maxAbsError } from '../src/bench/data.ts';
+import { createStepBuffer, destroyPlan, recordPlan, replayPlan, writeStep } from '../src/gpu/plan.ts';
 import { attention64, sigmoidGateMul64, splitQGate64 } from '../src/model/reference-ops.ts';
 
-// Deterministic inputs (mulberry32) so a failure reproduces.
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const rand = rng(2718);
-function randn(n: number, scale = 1, offset = 0): Float32Array<ArrayBuffer> {
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = offset + scale * (2 * rand() - 1);
-  return out;
-}
+import { check, ctx, exec, gpu, randomStream, read, rec, up } from './kernel-harness.ts';
 
-let ctx: GpuContext;
-async function gpu(): Promise<GpuContext> {
-  ctx ??= await getNodeGpu();
-  return ctx;
-}
-const up = (data: Float32Array): GPUBuffer => uploadBytes(ctx, data);
-const read = (buf: GPUBuffer, n: number): Promise<Float32Array> => readF32(ctx, buf, n);
-function exec(encode: (enc: GPUCommandEncoder) => void): void {
-  const enc = ctx.device.createCommandEncoder();
-  encode(enc);
-  ctx.device.queue.submit([enc.finish()]);
-}
-/** Encodes straight into `enc`, with `position` as the step uniform's p0. */
-const rec = (enc: GPUCommandEncoder, position = 0) => directRecorder(ctx, enc, { position });
-
-function check(name: string, got: Float32Array, want: ArrayLike<number>): void {
-  assert.equal(got.length, want.length, `${name}: length`);
-  const { err, scale } = maxAbsError(got, want); // NaN counts as an infinite error
-  const tol = 1e-4 * scale;
-  console.log(`${name}: max |Δ| = ${err.toExponential(2)} (max(1, max |ref|) ${scale.toFixed(3)}, tol ${tol.toExponential(1)})`);
-  assert.ok(err <= tol, `${name}: max |Δ| ${err} > ${tol}`);
-}
+const { rand, randn } = randomStream(2718);
 
 /**
  * Caches [Hkv, maxCtx, D] with positions 0 .. kvLen−1 random and the rest NaN. Keys get a shared direction per

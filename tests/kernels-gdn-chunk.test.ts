@@ -3,56 +3,15 @@
 // Tolerance: max |gpu − ref| ≤ 1e-4 · max(1, max |ref|). Lengths cover one partial chunk (1, 63), exactly one
 // (64), a chunk and a row (65), several chunks with a ragged end (200), and segments shorter than the call.
 // QWEN_GDN_BENCH=1 adds the timing row (chunked vs recurrent, ratio only).
-import '../src/node/shaders-node.ts';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { getNodeGpu } from '../src/node/dawn.ts';
-import { readF32, uploadBytes, type GpuContext } from '../src/gpu/context.ts';
 import * as ops from '../src/gpu/ops.ts';
 import { gatedDeltaChunked, type GatedDeltaChunkOptions } from '../src/gpu/gated-delta-chunk.ts';
-import { directRecorder } from '../src/gpu/plan.ts';
-import { maxAbsError } from '../src/bench/data.ts';
 import { gatedDelta64 } from '../src/model/reference-ops.ts';
 
-// Deterministic inputs (mulberry32) so a failure reproduces.
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const rand = rng(4321);
-function randn(n: number, scale = 1, offset = 0): Float32Array {
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = offset + scale * (2 * rand() - 1);
-  return out;
-}
+import { check, ctx, exec, gpu, randomStream, read, rec, up } from './kernel-harness.ts';
 
-let ctx: GpuContext;
-async function gpu(): Promise<GpuContext> {
-  ctx ??= await getNodeGpu();
-  return ctx;
-}
-const up = (data: Float32Array): GPUBuffer => uploadBytes(ctx, data);
-const read = (buf: GPUBuffer, n: number): Promise<Float32Array> => readF32(ctx, buf, n);
-function exec(encode: (enc: GPUCommandEncoder) => void): void {
-  const enc = ctx.device.createCommandEncoder();
-  encode(enc);
-  ctx.device.queue.submit([enc.finish()]);
-}
-const rec = (enc: GPUCommandEncoder) => directRecorder(ctx, enc, { position: 0 });
-
-function check(name: string, got: Float32Array, want: ArrayLike<number>): void {
-  assert.equal(got.length, want.length, `${name}: length`);
-  const { err, scale } = maxAbsError(got, want); // NaN counts as an infinite error
-  const tol = 1e-4 * scale;
-  console.log(`${name}: max |Δ| = ${err.toExponential(2)} (max(1, max |ref|) ${scale.toFixed(3)}, tol ${tol.toExponential(1)})`);
-  assert.ok(err <= tol, `${name}: max |Δ| ${err} > ${tol}`);
-}
+const { randn } = randomStream(4321);
 
 /**
  * Inputs shaped like the model's. `decay` shifts a: −3 gives α ≈ 0.5..1 per token, so the state and the

@@ -1,58 +1,14 @@
 // GPU kernels of src/gpu/ops.ts against the CPU reference (src/model/reference-ops.ts) on random inputs.
 // Tolerance: max |gpu − ref| ≤ 1e-4 · max(1, max |ref|). Shapes are deliberately odd (rows not multiples of the
 // workgroup size, head dims not multiples of the tile widths, GQA ratios 2 and 3).
-import '../src/node/shaders-node.ts';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { getNodeGpu } from '../src/node/dawn.ts';
-import { readF32, uploadBytes, type GpuContext } from '../src/gpu/context.ts';
 import * as ops from '../src/gpu/ops.ts';
-import { directRecorder } from '../src/gpu/plan.ts';
-import { maxAbsError } from '../src/bench/data.ts';
 import * as ref from '../src/model/reference-ops.ts';
 
-// Deterministic inputs (mulberry32) so a failure reproduces.
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-let rand = rng(1234);
-function randn(n: number, scale = 1, offset = 0): Float32Array {
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = offset + scale * (2 * rand() - 1);
-  return out;
-}
+import { check, exec, gpu, randomStream, read, rec, up, zeros } from './kernel-harness.ts';
 
-let ctx: GpuContext;
-async function gpu(): Promise<GpuContext> {
-  ctx ??= await getNodeGpu();
-  return ctx;
-}
-const up = (data: Float32Array): GPUBuffer => uploadBytes(ctx, data);
-const zeros = (n: number): GPUBuffer => ctx.storage(n * 4);
-async function exec(encode: (enc: GPUCommandEncoder) => void): Promise<void> {
-  const enc = ctx.device.createCommandEncoder();
-  encode(enc);
-  ctx.device.queue.submit([enc.finish()]);
-}
-const read = (buf: GPUBuffer, n: number): Promise<Float32Array> => readF32(ctx, buf, n);
-/** Encodes straight into `enc`, with `position` as the step uniform's p0. */
-const rec = (enc: GPUCommandEncoder, position = 0) => directRecorder(ctx, enc, { position });
-
-function check(name: string, got: Float32Array, want: Float32Array): void {
-  assert.equal(got.length, want.length, `${name}: length`);
-  // NaN counts as an infinite error, so it fails.
-  const { err, scale } = maxAbsError(got, want);
-  const tol = 1e-4 * scale;
-  console.log(`${name}: max |Δ| = ${err.toExponential(2)} (max(1, max |ref|) ${scale.toFixed(3)}, tol ${tol.toExponential(1)})`);
-  assert.ok(err <= tol, `${name}: max |Δ| ${err} > ${tol}`);
-}
+const { randn } = randomStream(1234);
 
 test('rmsNorm', async () => {
   await gpu();
@@ -188,7 +144,7 @@ test('conv1dCausal (state carried across calls)', async () => {
   await gpu();
   for (const [C, Kc] of [[100, 4], [300, 3]]) {
     const w = randn(C * Kc, 0.7);
-    let stateCpu = randn((Kc - 1) * C, 2);
+    let stateCpu: Float32Array = randn((Kc - 1) * C, 2);
     const state = up(stateCpu);
     const wb = up(w);
     for (const T of [5, 1, 2, 70, 1]) {

@@ -4,7 +4,8 @@
 // (shaders/attention_prefill.wgsl). The grid depends on T, never on the position, so one recording serves
 // every p0. CPU reference: attention64 (+ sigmoidGateMul64 / splitQGate64 for the gate) in
 // src/model/reference-ops.ts.
-import { STEP_BINDING, type Binding, type Recorder } from './plan.ts';
+import { params } from './ops.ts';
+import { STEP_BINDING, type Recorder } from './plan.ts';
 import { shaderText } from './shaders.ts';
 
 const ROWS = 32; // BQ in attention_prefill.wgsl
@@ -13,21 +14,6 @@ const LANES = 16; // LPR: invocations per pair of query rows
 const MAX_D = 256; // MAXE · LPR
 const CHUNK = 64; // largest DC
 const V_WORDS = 2048; // region B's share for a V sub-tile: KC · D ≤ this
-
-/** A uniform field written as f32 (everything else is u32). */
-interface F32 { f32: number }
-
-function params(rec: Recorder, fields: Array<number | F32>): Binding {
-  const words = Math.ceil(fields.length / 4) * 4;
-  const buf = new ArrayBuffer(words * 4);
-  const u = new Uint32Array(buf);
-  const f = new Float32Array(buf);
-  fields.forEach((v, i) => {
-    if (typeof v === 'number') u[i] = v;
-    else f[i] = v.f32;
-  });
-  return rec.params(u);
-}
 
 /** The override constants for head dim D and the workgroup memory they take (bytes), as the WGSL sizes it. */
 export function attentionPrefillShape(D: number): { constants: Record<string, number>; sharedBytes: number } {
@@ -65,7 +51,7 @@ export function attentionPrefill(
   // read-only in both places, as ops.ts does.
   const gate = opts.gate ?? q;
   rec.dispatch(
-    { code: shaderText('step', 'attention_prefill'), entry: 'attention_prefill', constants: { ...constants, GATE: opts.gate ? 1 : 0 } },
+    { code: shaderText('gates', 'step', 'attention_prefill'), entry: 'attention_prefill', constants: { ...constants, GATE: opts.gate ? 1 : 0 } },
     { 0: p, 1: q, 2: kCache, 3: vCache, 4: out, 10: gate, [STEP_BINDING]: rec.step },
     rowBlocks * Hkv, 'attentionPrefill',
   );

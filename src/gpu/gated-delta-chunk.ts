@@ -4,9 +4,9 @@
 // and U) runs in parallel over chunks and only a chunk-level scan is sequential (shaders/gated_delta_chunk.wgsl).
 // CPU references: gatedDeltaChunked64 (same algebra) and gatedDelta64 (the recurrence) in src/model/reference-ops.ts.
 import type { GpuContext } from './context.ts';
-import type { GdnDims } from './ops.ts';
-import type { Binding, Recorder } from './plan.ts';
-import { shader } from './shaders.ts';
+import { params, type GdnDims } from './ops.ts';
+import type { Recorder } from './plan.ts';
+import { shaderText } from './shaders.ts';
 
 const C = 64; // C in gated_delta_chunk.wgsl (spec §4)
 const WG = 256; // WG in gated_delta_chunk.wgsl
@@ -19,10 +19,6 @@ export interface GatedDeltaChunkOptions {
   segmentTokens?: number;
   /** State columns per scan workgroup (4 to 32, a power of two); default the widest that fits 16 KiB. */
   columnsPerWorkgroup?: number;
-}
-
-function params(rec: Recorder, fields: number[]): Binding {
-  return rec.params(Uint32Array.from(fields));
 }
 
 interface Scratch { W: GPUBuffer; U: GPUBuffer; M: GPUBuffer; rs: GPUBuffer }
@@ -91,7 +87,7 @@ export function gatedDeltaChunked(
   if (seg < C) throw new Error(`gatedDeltaChunked: one chunk of Hv ${Hv} heads exceeds the storage binding limit`);
   const s = scratch(rec.ctx, { W: seg * Hv * Dk, U: seg * Hv * Dv, M: seg * Hv * C, rs: seg * Hv * 4 });
 
-  const code = shader('gated_delta_chunk');
+  const code = shaderText('gates', 'gated_delta_chunk');
   const constants = { DK: Dk, DV: Dv, BV, NR };
   for (let t0 = 0; t0 < T; t0 += seg) {
     const nch = Math.ceil(Math.min(seg, T - t0) / C);

@@ -30,15 +30,21 @@ const ceil4 = (n: number): number => Math.ceil(n / 4) * 4;
 // Affine weights are read as vec4<u32>: the buffer must hold whole 16-byte words.
 const ceil16 = (n: number): number => Math.ceil(n / 16) * 16;
 
-/** Storage buffer holding `data`, zero-padded to `size` bytes. */
-function upload(ctx: GpuContext, data: Uint8Array, size: number, label: string): GPUBuffer {
+/** Storage buffer holding `pieces` back to back, zero-padded to `size` bytes (at least 16). */
+function upload(ctx: GpuContext, pieces: Uint8Array[], size: number, label: string): GPUBuffer {
   const buf = ctx.device.createBuffer({
     label,
     size: Math.max(16, size),
     usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
     mappedAtCreation: true,
   });
-  new Uint8Array(buf.getMappedRange(0, data.byteLength + (4 - (data.byteLength % 4)) % 4)).set(data);
+  const bytes = pieces.reduce((n, p) => n + p.byteLength, 0);
+  const dst = new Uint8Array(buf.getMappedRange(0, ceil4(bytes)));
+  let at = 0;
+  for (const p of pieces) {
+    dst.set(p, at);
+    at += p.byteLength;
+  }
   buf.unmap();
   return buf;
 }
@@ -49,6 +55,23 @@ function rowBytes(spec: LinearSpec): number[] {
   if (f.kind === 'float') return [spec.cols * DTYPE_BYTES[f.dtype]];
   const sb = (spec.cols / f.groupSize) * DTYPE_BYTES[f.scaleDtype];
   return [(spec.cols * f.bits) / 8, sb, sb];
+}
+
+const labels = ['weight', 'scales', 'biases'];
+
+/** The stored tensors of a linear in upload order (weight, then scales and biases for affine), sizes checked. */
+function storedTensors(spec: LinearSpec, data: { weight: Uint8Array; scales?: Uint8Array; biases?: Uint8Array }): Uint8Array[] {
+  const { name, rows, cols, format } = spec;
+  const perRow = rowBytes(spec);
+  const tensors = format.kind === 'affine' ? [data.weight, data.scales, data.biases] : [data.weight];
+  return tensors.map((t, i) => {
+    if (!t) throw new Error(`linear "${name}": missing ${labels[i]} for ${format.kind} format`);
+    const want = rows * perRow[i];
+    if (t.byteLength !== want) {
+      throw new Error(`linear "${name}": ${labels[i]} has ${t.byteLength} bytes, expected ${want} for [${rows}, ${cols}] ${describe(format)}`);
+    }
+    return t;
+  });
 }
 
 function checkSpec(spec: LinearSpec): void {
@@ -79,18 +102,10 @@ export function createGpuLinear(
   maxBytesPerBuffer?: number,
 ): GpuLinear {
   checkSpec(spec);
-  const { name, rows, cols, format } = spec;
+  const { name, rows, format } = spec;
   const limit = maxBytesPerBuffer ?? Math.min(ctx.limits.maxStorageBufferBindingSize, ctx.limits.maxBufferSize);
   const perRow = rowBytes(spec);
-  const tensors = format.kind === 'affine' ? [data.weight, data.scales, data.biases] : [data.weight];
-  const labels = ['weight', 'scales', 'biases'];
-  tensors.forEach((t, i) => {
-    if (!t) throw new Error(`linear "${name}": missing ${labels[i]} for ${format.kind} format`);
-    const want = rows * perRow[i];
-    if (t.byteLength !== want) {
-      throw new Error(`linear "${name}": ${labels[i]} has ${t.byteLength} bytes, expected ${want} for [${rows}, ${cols}] ${describe(format)}`);
-    }
-  });
+  const tensors = storedTensors(spec, data);
 
   // Parts need the same row count for every tensor, so the widest row decides.
   const widest = Math.max(...perRow);
@@ -106,10 +121,10 @@ export function createGpuLinear(
   for (let rowStart = 0; rowStart < rows; rowStart += rowsPerPart) {
     const n = Math.min(rowsPerPart, rows - rowStart);
     const bufs = tensors.map((t, i) => {
-      const slice = t!.subarray(rowStart * perRow[i], (rowStart + n) * perRow[i]);
+      const slice = t.subarray(rowStart * perRow[i], (rowStart + n) * perRow[i]);
       const size = i === 0 ? pad(slice.byteLength) : ceil4(slice.byteLength);
       bytes += size;
-      return upload(ctx, slice, size, `${name}.${labels[i]}[${rowStart}:${rowStart + n}]`);
+      return upload(ctx, [slice], size, `${name}.${labels[i]}[${rowStart}:${rowStart + n}]`);
     });
     parts.push({ rowStart, rows: n, weight: bufs[0], scales: bufs[1], biases: bufs[2] });
   }
@@ -129,7 +144,7 @@ export function canFuse(ctx: GpuContext, specs: LinearSpec[], kind: Fusion['kind
   if (!specs.every((s) => s.cols === specs[0].cols && sameFormat(s.format, specs[0].format))) return false;
   const limit = maxBytesPerBuffer ?? Math.min(ctx.limits.maxStorageBufferBindingSize, ctx.limits.maxBufferSize);
   const rows = specs.reduce((n, s) => n + s.rows, 0);
-  return Math.max(...rowBytes(specs[0])) * rows + 16 <= limit;
+  return ceil16(Math.max(...rowBytes(specs[0])) * rows) <= limit;
 }
 
 /**
@@ -150,33 +165,13 @@ export function createFusedLinear(
   const cols = specs[0].cols;
   const rows = specs.reduce((n, s) => n + s.rows, 0);
   const perRow = rowBytes(specs[0]);
-  const labels = ['weight', 'scales', 'biases'];
-  const count = format.kind === 'affine' ? 3 : 1;
+  const tensors = members.map((m) => storedTensors(m.spec, m.data));
   let bytes = 0;
-  const bufs: GPUBuffer[] = [];
-  for (let i = 0; i < count; i++) {
-    const size = Math.max(16, i === 0 && format.kind === 'affine' ? ceil16(rows * perRow[i]) : ceil4(rows * perRow[i]));
-    const buf = ctx.device.createBuffer({
-      label: `${name}.${labels[i]}`, size, mappedAtCreation: true,
-      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
-    });
-    const dst = new Uint8Array(buf.getMappedRange());
-    let at = 0;
-    for (const m of members) {
-      const t = [m.data.weight, m.data.scales, m.data.biases][i];
-      const want = m.spec.rows * perRow[i];
-      if (!t || t.byteLength !== want) {
-        buf.unmap();
-        for (const b of [...bufs, buf]) b.destroy();
-        throw new Error(`linear "${m.spec.name}": ${labels[i]} has ${t?.byteLength ?? 0} bytes, expected ${want} for [${m.spec.rows}, ${cols}] ${describe(format)}`);
-      }
-      dst.set(t, at);
-      at += want;
-    }
-    buf.unmap();
-    bufs.push(buf);
+  const bufs = tensors[0].map((_, i) => {
+    const size = i === 0 && format.kind === 'affine' ? ceil16(rows * perRow[i]) : ceil4(rows * perRow[i]);
     bytes += size;
-  }
+    return upload(ctx, tensors.map((t) => t[i]), size, `${name}.${labels[i]}`);
+  });
   return {
     name, rows, cols, format, bytes,
     parts: [{ rowStart: 0, rows, weight: bufs[0], scales: bufs[1], biases: bufs[2] }],
@@ -297,15 +292,18 @@ function dispatchLinear(rec: Recorder, lin: GpuLinear, x: GPUBuffer, M: number, 
     const seg = lin.fused!.segments;
     if (out.ys.length !== seg.length) throw new Error(`linear "${lin.name}": ${seg.length} outputs expected, got ${out.ys.length}`);
     out.ys.forEach((y, i) => need(y, M * seg[i], `output ${lin.fused!.names[i]}`));
+    // Where segments 1..3 start; one that does not exist starts at the end (its output is never written).
     let at = 0;
-    segmentStarts = [1, 2, 3].map((i) => (at += seg[i - 1] ?? 0, i < seg.length ? at : lin.rows));
+    segmentStarts = [1, 2, 3].map((i) => (i < seg.length ? (at += seg[i - 1]) : lin.rows));
   } else {
     const yOff = out.stage === 'swiglu' ? 0 : out.yOff;
     need(out.y, yOff + M * outRows, 'y');
   }
   const f = lin.format;
   const tiled = M > MATVEC_MAX_M;
-  const stageFile = out.stage === 'split' ? 'linear_out_split' : out.stage === 'swiglu' ? 'linear_out_swiglu' : 'linear_out';
+  // The output stage comes last; SwiGLU's σ is gates.wgsl's, shared with every other kernel.
+  const stage = out.stage === 'split' ? ['linear_out_split', 'linear_out_rows']
+    : out.stage === 'swiglu' ? ['gates', 'linear_out_swiglu'] : ['linear_out', 'linear_out_rows'];
   const stageConstants: Record<string, number> = out.stage === 'swiglu'
     ? { PAIR: tiled ? TILE / 2 : 2 } : out.stage === 'split' ? {} : { ACC: out.stage === 'accumulate' ? 1 : 0 };
 
@@ -316,11 +314,11 @@ function dispatchLinear(rec: Recorder, lin: GpuLinear, x: GPUBuffer, M: number, 
   let rowsPerGroup = TILE;
   if (tiled) {
     kernel = f.kind === 'affine'
-      ? { code: kernelText(['qcommon', 'qmatmul', stageFile]), constants: { ...affineConstants(f), ...stageConstants } }
-      : { code: kernelText(['matvec_float', 'qreduce_wg', stageFile], { scalarXBinding: floatX }), constants: { WDT: DTYPE_CODE[f.dtype], ...stageConstants }, entry: 'matmul' };
+      ? { code: kernelText(['qcommon', 'qmatmul', ...stage]), constants: { ...affineConstants(f), ...stageConstants } }
+      : { code: kernelText(['matvec_float', 'qreduce_wg', ...stage], { scalarXBinding: floatX }), constants: { WDT: DTYPE_CODE[f.dtype], ...stageConstants }, entry: 'matmul' };
   } else if (f.kind === 'affine') {
     const { tpr, slots, subgroups } = matvecShape(ctx, lin.cols / 32);
-    const code = kernelText(['qcommon', 'qmatvec', subgroups ? 'qreduce_sg' : 'qreduce_wg', stageFile], {
+    const code = kernelText(['qcommon', 'qmatvec', subgroups ? 'qreduce_sg' : 'qreduce_wg', ...stage], {
       subgroups,
       scalarXBinding: xOff % 4 === 0 ? undefined : 4,
     });
@@ -328,7 +326,7 @@ function dispatchLinear(rec: Recorder, lin: GpuLinear, x: GPUBuffer, M: number, 
     rowsPerGroup = slots * ROWS_PER_SLOT;
   } else {
     const { tpr, slots, subgroups } = matvecShape(ctx, Math.ceil(lin.cols / 8));
-    const code = kernelText(['matvec_float', subgroups ? 'qreduce_sg' : 'qreduce_wg', stageFile], { subgroups, scalarXBinding: floatX });
+    const code = kernelText(['matvec_float', subgroups ? 'qreduce_sg' : 'qreduce_wg', ...stage], { subgroups, scalarXBinding: floatX });
     kernel = { code, constants: { WDT: DTYPE_CODE[f.dtype], TPR: tpr, SLOTS: slots, ...stageConstants }, entry: 'matvec' };
     rowsPerGroup = slots * ROWS_PER_SLOT;
   }

@@ -5,15 +5,16 @@
 // Semantics are those of the same-named functions in src/model/reference-ops.ts. All tensors are f32.
 import type { GpuContext } from './context.ts';
 import { STEP_BINDING, type Binding, type Recorder } from './plan.ts';
-import { shader, shaderText } from './shaders.ts';
+import { shaderText } from './shaders.ts';
 
 // ---------------------------------------------------------------------------------------------------------------
 // plumbing
 
 /** A uniform field written as f32 (everything else is u32). */
-interface F32 { f32: number }
+export interface F32 { f32: number }
 
-function params(rec: Recorder, fields: Array<number | F32>): Binding {
+/** A kernel's uniform: u32 fields (F32 ones as f32 bits), zero-padded to whole 16-byte rows. */
+export function params(rec: Recorder, fields: Array<number | F32>): Binding {
   const words = Math.ceil(fields.length / 4) * 4;
   const buf = new ArrayBuffer(words * 4);
   const u = new Uint32Array(buf);
@@ -47,7 +48,7 @@ function elementwise(
 ): void {
   if (n <= 0) return;
   const p = params(rec, [n, ...fields, 0, 0, 0, 0, 0, 0, 0].slice(0, 8));
-  run(rec, shaderText('step', 'elementwise'), entry, {}, { 0: p, ...bindings }, Math.ceil(n / ELEMENTWISE_WG), entry);
+  run(rec, shaderText('gates', 'step', 'elementwise'), entry, {}, { 0: p, ...bindings }, Math.ceil(n / ELEMENTWISE_WG), entry);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -65,9 +66,9 @@ export function rmsNorm(
   const p = params(rec, [rows, n, { f32: eps }, 0]);
   const constants = { WG: normWorkgroup(n) };
   if (x === y) {
-    run(rec, shader('norm'), 'rms_norm_inplace', constants, { 0: p, 2: gain, 3: y }, rows, 'rmsNorm');
+    run(rec, shaderText('gates', 'norm'), 'rms_norm_inplace', constants, { 0: p, 2: gain, 3: y }, rows, 'rmsNorm');
   } else {
-    run(rec, shader('norm'), 'rms_norm', constants, { 0: p, 1: x, 2: gain, 3: y }, rows, 'rmsNorm');
+    run(rec, shaderText('gates', 'norm'), 'rms_norm', constants, { 0: p, 1: x, 2: gain, 3: y }, rows, 'rmsNorm');
   }
 }
 
@@ -79,10 +80,10 @@ export function rmsNormGated(
   const p = params(rec, [rows, n, { f32: eps }, 0]);
   const constants = { WG: normWorkgroup(n) };
   if (x === y) {
-    run(rec, shader('norm'), 'rms_norm_gated_inplace', constants,
+    run(rec, shaderText('gates', 'norm'), 'rms_norm_gated_inplace', constants,
       { 0: p, 2: gain, 3: y, 4: z }, rows, 'rmsNormGated');
   } else {
-    run(rec, shader('norm'), 'rms_norm_gated', constants,
+    run(rec, shaderText('gates', 'norm'), 'rms_norm_gated', constants,
       { 0: p, 1: x, 2: gain, 3: y, 4: z }, rows, 'rmsNormGated');
   }
 }
@@ -187,7 +188,7 @@ export function normRope(
   const p = params(rec, [rows, D, { f32: eps }, 0]);
   const cache = opts.cacheRows !== undefined;
   const rp = params(rec, [heads, rotaryDim / 2, opts.inStride ?? D, cache ? 1 : 0, opts.cacheRows ?? 0, 0, 0, 0]);
-  run(rec, shaderText('norm', 'rope_angle', 'step', 'norm_rope'), 'norm_rope', { WG: normWorkgroup(D) },
+  run(rec, shaderText('gates', 'norm', 'rope_angle', 'step', 'norm_rope'), 'norm_rope', { WG: normWorkgroup(D) },
     { 0: p, 1: x, 2: gain, 3: y, 5: ropeTable(rec.ctx, rotaryDim, theta), 6: rp, [STEP_BINDING]: rec.step }, rows, 'normRope');
 }
 
@@ -250,7 +251,7 @@ export function attention(
   const split = nsplit > 1;
   const GATE = opts.gate ? 1 : 0;
   const constants = { D, BQ, TPR: ATTN_TPR, BK: ATTN_BK, E: Math.ceil(D / ATTN_TPR), SPLIT: split ? 1 : 0, GATE };
-  const text = shaderText('step', 'attention');
+  const text = shaderText('gates', 'step', 'attention');
   // Without a gate the binding is still in the layout (its use sits under a constant-false branch): bind q.
   const gate = opts.gate ?? q;
   const groups = base * nsplit;
@@ -280,7 +281,7 @@ export function conv1dCausal(
   if (T === 0) return;
   if (Kc < 1 || Kc > CONV_MAX_K) throw new Error(`conv1dCausal: kernel size ${Kc} outside [1, ${CONV_MAX_K}]`);
   const p = params(rec, [T, C, Kc, 0]);
-  run(rec, shader('conv1d'), 'conv', {}, { 0: p, 1: m, 2: w, 3: out, 4: state }, Math.ceil(C / ELEMENTWISE_WG), 'conv1d');
+  run(rec, shaderText('gates', 'conv1d'), 'conv', {}, { 0: p, 1: m, 2: w, 3: out, 4: state }, Math.ceil(C / ELEMENTWISE_WG), 'conv1d');
 }
 
 export interface GdnDims { Hk: number; Hv: number; Dk: number; Dv: number }
@@ -309,5 +310,5 @@ export function gatedDelta(
   const tiles = Math.ceil(Dv / BV);
   const keyDim = Hk * Dk;
   const p = params(rec, [T, Hv, Hv / Hk, 2 * keyDim + Hv * Dv, keyDim, tiles, 0, 0]);
-  run(rec, shader('gated_delta'), 'gated_delta', { DK: Dk, DV: Dv, BV, NS, RPT }, { 0: p, 1: u, 2: a, 3: b, 4: aLog, 5: dtBias, 6: state, 7: out }, Hv * tiles, 'gatedDelta');
+  run(rec, shaderText('gates', 'gated_delta'), 'gated_delta', { DK: Dk, DV: Dv, BV, NS, RPT }, { 0: p, 1: u, 2: a, 3: b, 4: aLog, 5: dtBias, 6: state, 7: out }, Hv * tiles, 'gatedDelta');
 }
