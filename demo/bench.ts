@@ -8,8 +8,10 @@ import { createGpuContext, requestBrowserGpuDevice, type GpuContext } from '../s
 import type { CeilingResult } from '../src/bench/ceiling.ts';
 import { caseLabel } from '../src/bench/kernels.ts';
 import { peerCases, runOrtPeer } from '../src/bench/peer-ort.ts';
+import { setDefaultTuningStore } from '../src/gpu/autotune.ts';
+import { idbTuningStore } from '../src/store/tuning-idb.ts';
 import {
-  bitsText, comparisonText, formatStructure, num, errText, peerComparisons, type BenchReport, type KernelRow, type PeerReport,
+  bitsText, comparisonText, formatStructure, num, errText, peerComparisons, tuningText, type BenchReport, type KernelRow, type PeerReport,
 } from '../src/bench/report.ts';
 import { kernelCases, PRESETS, type KernelCase, type Preset } from '../src/bench/shapes.ts';
 import { adapterName, isCpuAdapter, runBench, type BenchProgress } from '../src/bench/suite.ts';
@@ -38,6 +40,8 @@ async function gpu(): Promise<GpuContext> {
     if (info.reason !== 'destroyed') showError(`GPU device lost: ${info.message || info.reason}`);
   });
   ctx = createGpuContext(device);
+  // The same per-adapter store as the engine's worker: the page measures the tuning once per browser profile.
+  setDefaultTuningStore(idbTuningStore());
   return ctx;
 }
 
@@ -102,7 +106,7 @@ function addRow(r: KernelRow, body = 'results-body'): void {
 }
 
 const KERNEL_COLORS: Record<string, string> = {
-  matvec: '#3a6df0', gemm: '#7a4ee0', gatedDelta: '#0a7d5a', attention: '#d07a00', rmsNorm: '#777',
+  matvec: '#3a6df0', 'matvec-mt': '#5aa0f0', gemm: '#7a4ee0', gatedDelta: '#0a7d5a', attention: '#d07a00', rmsNorm: '#777',
 };
 
 /** Horizontal bars of % of the ceiling, one per row, scaled to max(100 %, the largest). */
@@ -246,7 +250,8 @@ async function run(only?: KernelCase): Promise<void> {
     });
     $('summary').textContent = `${report.adapter}: stream-read ceiling ${num(report.ceilingGBps)} GB/s, copy ${num(report.copyGBps)} GB/s ` +
       `(read + write), timing by ${report.meta.timing}, ${report.meta.seconds.toFixed(0)} s.` +
-      (report.meta.cpuAdapter ? ' A CPU adapter: every time is a CPU time, compare only the ratios.' : '');
+      (report.meta.cpuAdapter ? ' A CPU adapter: every time is a CPU time, compare only the ratios.' : '') +
+      (report.tuning ? `\n${tuningText(report.tuning)}` : '');
     showModel(report);
     if (!only) showPeer(report);
     const link = $<HTMLAnchorElement>('download');

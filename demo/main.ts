@@ -39,6 +39,7 @@ function onProgress(p: LoadProgress): void {
   const eta = p.etaSeconds && Number.isFinite(p.etaSeconds) ? ` · ${Math.ceil(p.etaSeconds)} s left` : '';
   $('progress-label').textContent = p.phase === 'compile'
     ? `Compiling kernels · ${p.bytesDone} / ${p.bytesTotal}`
+    : p.phase === 'tune' ? 'Tuning kernels for this GPU (first load only)'
     : `${p.phase === 'download' ? 'Downloading' : 'Uploading to GPU'} ${p.file} · ${gb(p.bytesDone)} / ${gb(p.bytesTotal)}${speed}${eta}`;
   const file = $<HTMLProgressElement>('progress-file');
   file.max = p.fileBytesTotal ?? 1;

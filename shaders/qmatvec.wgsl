@@ -5,10 +5,15 @@
 // row's 32-value chunks, so neighbouring lanes read neighbouring words (coalesced) and each lane loads its 32 x
 // values once for R rows. Per chunk (always inside one group, since GS ≥ 32) the contribution is
 // scale · dot(q, x) + bias · Σx: the bias never multiplies element by element.
+// A workgroup serves MT tokens (short prompts): each chunk's weight words are fetched from memory once and re-read
+// from cache for the other tokens, so an 8-token prompt reads the weights once, not 8 times, without the 64-token
+// tile of the GEMM. Each token's sums run in the same order as with MT = 1: the bits do not depend on MT.
 
 override TPR: u32 = 32u;   // lanes per slot, a power of two
 override SLOTS: u32 = 4u;  // row slots per workgroup (TPR · SLOTS = 128)
 const R = 4u;              // rows per slot (unrolled below): weight loads in flight per lane, x reused R times
+override MT: u32 = 1u;     // tokens per workgroup, 1 ≤ MT ≤ MT_MAX
+const MT_MAX = 8u;
 
 struct Params {
   rows: u32,     // rows of this part
@@ -39,12 +44,11 @@ fn main(
   let lane = li % TPR;
   let slot = li / TPR;
   let row0 = ((wid.x + wid.y * nwg.x) * SLOTS + slot) * R;
-  let m = wid.z;
+  let m0 = wid.z * MT;
   let chunks = P.cols / 32u;
   let gpr = P.cols / GS;
   let wpr = chunks * BITS;
   let cpg = GS / 32u;
-  let xb = P.x_off + m * P.cols;
   // Rows past the end are computed on a valid row (weight_row clamps) and never stored: no divergence in the loop.
   // The R = 4 rows are written out by hand: not every compiler unrolls the loop and keeps the array in registers.
   let r0 = weight_row(row0);
@@ -52,21 +56,29 @@ fn main(
   let r2 = weight_row(row0 + 2u);
   let r3 = weight_row(row0 + 3u);
 
-  var acc = vec4<f32>(0.0);
+  var acc: array<vec4<f32>, MT_MAX>;
   for (var c = lane; c < chunks; c += TPR) {
-    let xo = xb + c * 32u;
-    xs[0] = load_x4(xo); xs[1] = load_x4(xo + 4u); xs[2] = load_x4(xo + 8u); xs[3] = load_x4(xo + 12u);
-    xs[4] = load_x4(xo + 16u); xs[5] = load_x4(xo + 20u); xs[6] = load_x4(xo + 24u); xs[7] = load_x4(xo + 28u);
-    let sx = dot(xs[0] + xs[1] + xs[2] + xs[3] + xs[4] + xs[5] + xs[6] + xs[7], vec4<f32>(1.0));
     let g = c / cpg;
     let wc = c * BITS;
     let sb0 = scale_bias(r0 * gpr + g);
     let sb1 = scale_bias(r1 * gpr + g);
     let sb2 = scale_bias(r2 * gpr + g);
     let sb3 = scale_bias(r3 * gpr + g);
-    let d = vec4<f32>(chunk_dot(r0 * wpr + wc), chunk_dot(r1 * wpr + wc), chunk_dot(r2 * wpr + wc), chunk_dot(r3 * wpr + wc));
-    acc += vec4<f32>(sb0.x, sb1.x, sb2.x, sb3.x) * d + vec4<f32>(sb0.y, sb1.y, sb2.y, sb3.y) * sx;
+    let s = vec4<f32>(sb0.x, sb1.x, sb2.x, sb3.x);
+    let b = vec4<f32>(sb0.y, sb1.y, sb2.y, sb3.y);
+    for (var t = 0u; t < MT; t++) {
+      // Tokens past M (the last workgroup) redo token M - 1 and are never stored.
+      let xo = P.x_off + min(m0 + t, P.M - 1u) * P.cols + c * 32u;
+      xs[0] = load_x4(xo); xs[1] = load_x4(xo + 4u); xs[2] = load_x4(xo + 8u); xs[3] = load_x4(xo + 12u);
+      xs[4] = load_x4(xo + 16u); xs[5] = load_x4(xo + 20u); xs[6] = load_x4(xo + 24u); xs[7] = load_x4(xo + 28u);
+      let sx = dot(xs[0] + xs[1] + xs[2] + xs[3] + xs[4] + xs[5] + xs[6] + xs[7], vec4<f32>(1.0));
+      let d = vec4<f32>(chunk_dot(r0 * wpr + wc), chunk_dot(r1 * wpr + wc), chunk_dot(r2 * wpr + wc), chunk_dot(r3 * wpr + wc));
+      acc[t] += s * d + b * sx;
+    }
   }
 
-  finish(acc, lane, slot, row0, m);
+  for (var t = 0u; t < MT; t++) {
+    if (m0 + t >= P.M) { break; }
+    finish(acc[t], lane, slot, row0, m0 + t);
+  }
 }

@@ -78,10 +78,12 @@ export interface LoadOptions {
 
 export interface LoadProgress {
   /**
-   * 'download', then 'upload' (weights to the GPU), then 'compile': the kernels are compiled at load so the first
-   * message is as fast as the next; during 'compile' file is "kernels" and bytesDone / bytesTotal count pipelines.
+   * 'download', then 'tune' (only the first load on an adapter: the linear kernels' shape is measured, a few
+   * seconds, then kept in IndexedDB), then 'upload' (weights to the GPU), then 'compile': the kernels are compiled
+   * at load so the first message is as fast as the next; during 'tune' and 'compile' file is "kernels" and
+   * bytesDone / bytesTotal count steps (tune: 0 of 1, then 1 of 1) or pipelines.
    */
-  phase: 'download' | 'upload' | 'compile';
+  phase: 'download' | 'upload' | 'tune' | 'compile';
   file: string;
   bytesDone: number;
   bytesTotal: number;

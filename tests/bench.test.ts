@@ -52,7 +52,7 @@ test('runBench (toy suite + a small model): the JSON shape of issue 7, every row
   assert.equal(r.peer, null);
   assert.equal(r.rows.length, kernelCases('tiny').length);
   for (const row of r.rows) checkRow(row);
-  assert.deepEqual(r.rows.map((x) => x.kernel), ['matvec', 'matvec', 'matvec', 'gemm', 'gatedDelta', 'attention', 'rmsNorm']);
+  assert.deepEqual(r.rows.map((x) => x.kernel), ['matvec', 'matvec', 'matvec', 'matvec-mt', 'gemm', 'gatedDelta', 'attention', 'rmsNorm']);
   assert.ok(isNum(r.rows[3].gflops), 'GEMM rows report GFLOP/s');
 
   const m = r.model!;

@@ -69,7 +69,7 @@ test('bench page: adapter and limits, the table and the chart of the toy suite, 
       assert.ok(Number(r[col('max err')]) <= 1e-4, `max err of ${r.join(' | ')}`);
       assert.ok(Number(r[col('GB/s')]) > 0 && Number(r[col('% ceiling')]) >= 0, `GB/s and % ceiling of ${r.join(' | ')}`);
     }
-    assert.deepEqual(table.map((r) => r[col('kernel')]), ['matvec', 'matvec', 'matvec', 'gemm', 'gatedDelta', 'attention', 'rmsNorm']);
+    assert.deepEqual(table.map((r) => r[col('kernel')]), ['matvec', 'matvec', 'matvec', 'matvec-mt', 'gemm', 'gatedDelta', 'attention', 'rmsNorm']);
 
     // The chart: one bar per row, and something actually drawn in the bar colours.
     assert.equal(await page.getAttribute('#chart', 'data-bars'), String(expected));

@@ -7,7 +7,7 @@ import { readF32, uploadBytes, type GpuContext } from '../src/gpu/context.ts';
 import { directRecorder } from '../src/gpu/plan.ts';
 import { maxAbsError } from '../src/bench/data.ts';
 import {
-  createFusedLinear, createGpuLinear, destroyGpuLinear, embedGather, linear, linearOptions, linearSplit, linearSwiglu, MATVEC_MAX_M,
+  createFusedLinear, createGpuLinear, destroyGpuLinear, embedGather, linear, linearOptions, linearSplit, linearSwiglu, linearTuning, matvecTokens,
   type GpuLinear, type LinearFormat, type ScaleDtype,
 } from '../src/gpu/linear.ts';
 import { dequantizeAffine, quantizeAffine, toFloatDType } from '../src/format/quant.ts';
@@ -134,8 +134,42 @@ test('affine linear: f16 and f32 scales, longer rows, M = 1', async () => {
   }
 });
 
-test('affine linear: tiled GEMM for M > MATVEC_MAX_M, every bit width', async () => {
+test('affine linear: multi-token matvec (MT = 2, 4, 8 tokens per workgroup), every bit width, both reductions', async () => {
   const ctx = await getNodeGpu();
+  const maxM = linearTuning(ctx).matvecMaxM;
+  assert.ok(maxM >= 9, `the crossover (${maxM}) leaves no M with two multi-token workgroups`);
+  let seed = 150;
+  for (const useSubgroups of [true, false]) {
+    const saved = { ...linearOptions };
+    linearOptions.useSubgroups = useSubgroups;
+    try {
+      for (const bits of BITS) {
+        const groupSize = GROUPS[(bits + 1) % 3];
+        const rows = 23;
+        const cols = groupSize * 2;
+        const m = make(ctx, rows, cols, { kind: 'affine', bits, groupSize, scaleDtype: 'bf16' }, seed++);
+        // 2 and 3: MT = 2 and 4 with a clamped token; 5, 8: MT = 8; 9 and maxM: several workgroups along z.
+        for (const M of [2, 3, 5, 8, 9, maxM]) {
+          const x = rand(M * cols, seed++);
+          const got = await runLinear(ctx, m.lin, x, M, M % 2 ? 5 : 4);
+          check(`MT=${matvecTokens(M)} b${bits} g${groupSize} sg=${useSubgroups} M=${M}`, got, ref.linear(x, m.w, M, rows, cols));
+          // Each token's sum runs in the same order whatever MT is: every row equals the single-token matvec's bits.
+          for (const t of [0, M - 1]) {
+            const one = await runLinear(ctx, m.lin, x.subarray(t * cols, (t + 1) * cols), 1, 4);
+            assert.deepEqual(got.subarray(t * rows, (t + 1) * rows), one, `MT=${matvecTokens(M)} M=${M}: token ${t} differs from M=1`);
+          }
+        }
+        destroyGpuLinear(m.lin);
+      }
+    } finally {
+      Object.assign(linearOptions, saved);
+    }
+  }
+});
+
+test('affine linear: tiled GEMM above the matvec crossover, every bit width', async () => {
+  const ctx = await getNodeGpu();
+  const MATVEC_MAX_M = linearTuning(ctx).matvecMaxM;
   let seed = 200;
   for (const bits of BITS) {
     const groupSize = GROUPS[bits % 3];
@@ -244,7 +278,7 @@ test('output stages: accumulate, split into segments, SwiGLU pairs (matvec and G
   const cols = 128;
   for (const format of formats) {
     const tag = format.kind === 'affine' ? `${format.bits}-bit` : format.dtype;
-    for (const M of [1, 3, MATVEC_MAX_M + 1, 70]) {
+    for (const M of [1, 3, 6, linearTuning(ctx).matvecMaxM + 1, 70]) {
       const x = rand(M * cols, 7 + M);
       const xb = uploadBytes(ctx, x);
 

@@ -31,20 +31,22 @@ function firstBitDifference(a: Float32Array, b: Float32Array): number {
 
 const SAMPLING: SamplingParams = { temperature: 0.8, topK: 40, topP: 0.9, minP: 0, presencePenalty: 0, repetitionPenalty: 1.1 };
 
-for (const recipe of TINY_RECIPES) {
-  test(`plan replay of the fused forward equals unfused direct encoding bit for bit: ${recipe}`, async () => {
+// Recipes alternate between the measured tuning and the GPU defaults (GEMM tile above 16 tokens): see model.test.ts.
+TINY_RECIPES.forEach((recipe, i) => {
+  const tuning = i % 2 ? 'default' : 'auto';
+  test(`plan replay of the fused forward equals unfused direct encoding bit for bit: ${recipe} (tuning ${tuning})`, async () => {
     const ctx = await getNodeGpu();
     const files = makeTinyCheckpoint(recipe, { seed: 11 });
-    const opts = { contextLength: 200, prefillChunk: 64 };
+    const opts = { contextLength: 200, prefillChunk: 64, tuning } as const;
     const planned = await loadEngine(ctx, memorySource(files, `tiny-${recipe}`), opts);
     // The reference is also unfused (one dispatch per linear, separate residual adds and SwiGLU): the fused
     // output stages compute the same f32 expressions, so fusion must not change a bit either.
     const direct = await loadEngine(ctx, memorySource(files, `tiny-${recipe}`), { ...opts, encoding: 'direct', fuseLinears: false });
     const engines: Engine[] = [planned, direct];
     try {
-      // Prompts of 1, 5 (multi-token matvec sizes), 64 (one whole chunk) and 150 tokens (chunks 64 + 64 + 22), each
-      // followed by decode steps whose plan was recorded at position 0.
-      for (const len of [1, 5, 64, 150]) {
+      // Prompts of 1, 5 and 12 (multi-token matvec: one and two workgroups of 8 tokens), 64 (one whole chunk) and
+      // 150 tokens (chunks 64 + 64 + 22), each followed by decode steps whose plan was recorded at position 0.
+      for (const len of [1, 5, 12, 64, 150]) {
         for (const e of engines) e.reset();
         const ids = randomIds(len, planned.config.vocabSize, len * 7 + 3);
         const [a, b] = [await planned.prefill(ids), await direct.prefill(ids)];
@@ -82,7 +84,7 @@ for (const recipe of TINY_RECIPES) {
       for (const e of engines) e.dispose();
     }
   });
-}
+});
 
 test('a decode step, counted from outside: no buffer, bind group or pipeline created, one compute pass', async () => {
   const ctx = await getNodeGpu();

@@ -4,7 +4,9 @@
 // name (src/model/reference-ops.ts); large linears are checked on a subsample of output rows.
 
 import { readF32, uploadBytes, type GpuContext } from '../gpu/context.ts';
-import { createGpuLinear, destroyGpuLinear, linear, type GpuLinear, type LinearFormat } from '../gpu/linear.ts';
+import {
+  createGpuLinear, destroyGpuLinear, linear, linearTuning, withLinearTuning, type GpuLinear, type LinearFormat,
+} from '../gpu/linear.ts';
 import { attention, gatedDelta, rmsNorm } from '../gpu/ops.ts';
 import { createStepBuffer, destroyPlan, recordPlan, replayPlan, writeStep, type Recorder, type StepPlan } from '../gpu/plan.ts';
 import { dequantizeAffine } from '../format/quant.ts';
@@ -55,7 +57,7 @@ export function caseLabel(c: KernelCase): string {
   switch (c.kind) {
     case 'matvec': {
       const f = c.format === 'bf16' ? 'bf16' : `${c.format.bits}-bit g${c.format.groupSize}`;
-      return `${c.M === 1 ? 'matvec' : 'gemm'} ${f} ${c.shape.model} ${c.shape.modules} M${c.M} K${c.shape.K} N${c.shape.N}`;
+      return `${linearKernelName(c)} ${f} ${c.shape.model} ${c.shape.modules} M${c.M} K${c.shape.K} N${c.shape.N}`;
     }
     case 'gatedDelta': return `gatedDelta ${c.model} Hv${c.Hv}`;
     case 'attention': return `attention ${c.model} ctx${c.context}`;
@@ -64,7 +66,11 @@ export function caseLabel(c: KernelCase): string {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// linear (matvec for M = 1, GEMM for M = 64, 128: linear() picks the kernel)
+// linear: the matvec for M = 1; for M > 1 the multi-token matvec or the GEMM, forced by the case
+
+function linearKernelName(c: Extract<KernelCase, { kind: 'matvec' }>): string {
+  return c.M === 1 ? 'matvec' : c.prefill ?? 'gemm';
+}
 
 function prepareLinear(ctx: GpuContext, c: Extract<KernelCase, { kind: 'matvec' }>, opts: RowOptions): Prepared {
   const { K, N } = c.shape;
@@ -96,14 +102,18 @@ function prepareLinear(ctx: GpuContext, c: Extract<KernelCase, { kind: 'matvec' 
   const plans: StepPlan[] = [];
   try {
     for (let i = 1; i < copies; i++) lins.push(createGpuLinear(ctx, spec, data));
-    for (const lin of lins) plans.push(recordPlan(ctx, step, name, (rec: Recorder) => linear(rec, lin, xb, yb, M)));
+    // The case names the kernel: the crossover moves with the tuning, the row should not.
+    const tuning = { ...linearTuning(ctx), matvecMaxM: M > 1 && c.prefill !== 'matvec-mt' ? M - 1 : M };
+    for (const lin of lins) {
+      plans.push(withLinearTuning(ctx, tuning, () => recordPlan(ctx, step, name, (rec: Recorder) => linear(rec, lin, xb, yb, M))));
+    }
   } catch (e) {
     for (const lin of lins) destroyGpuLinear(lin);
     throw e;
   }
   return {
     row: {
-      kernel: M === 1 ? 'matvec' : 'gemm',
+      kernel: linearKernelName(c),
       shape: `M${M} K${K} N${N}`,
       bits: format.kind === 'affine' ? format.bits : null,
       groupSize: format.kind === 'affine' ? format.groupSize : null,

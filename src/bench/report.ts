@@ -2,6 +2,8 @@
 // Timings on a CPU adapter (SwiftShader) are CPU timings: only the ratios (pctCeiling, speedups) mean anything
 // there, which the table's header says.
 
+import type { TuningReport } from '../gpu/autotune.ts';
+
 export interface KernelRow {
   kernel: string;
   /** "M1 K5120 N17408" (linear), "T1 Hk16 Hv48 Dk128 Dv128", "ctx4096 H24 Hkv4 D256", "rows1 n5120". */
@@ -113,6 +115,8 @@ export interface BenchReport {
   model: ModelReport | null;
   /** extra */
   copyGBps: number;
+  /** extra: the linear kernels' tuning for this adapter (measured now or stored) that the rows and the model use */
+  tuning?: TuningReport;
   /** extra: preset, timing method, features, limits, date */
   meta: {
     preset: string;
@@ -160,7 +164,7 @@ export const ROW_COLUMNS = ['kernel', 'dims', 'shape', 'bits', 'gs', 'ms', 'GB/s
 /** The weight format column: bits, "bf16" for float weights of a linear, "-" for kernels without weights. */
 export function bitsText(r: KernelRow): string {
   if (r.bits !== null) return String(r.bits);
-  return r.kernel === 'matvec' || r.kernel === 'gemm' ? 'bf16' : '-';
+  return r.kernel === 'matvec' || r.kernel === 'matvec-mt' || r.kernel === 'gemm' ? 'bf16' : '-';
 }
 
 export function rowCells(r: KernelRow): string[] {
@@ -177,12 +181,22 @@ export function formatStructure(s: DecodeStructure): string {
 }
 
 /** The whole report as text: a header, the kernel table, the peer rows and the model figures. */
+/** One line on the linear kernels' tuning (the table header and the page). */
+export function tuningText(r: TuningReport): string {
+  const t = r.tuning;
+  const x = r.crossover;
+  return `tuning (${r.cached ? 'stored' : 'measured'}): matvec ${t.reduce} reduction, at most ${t.maxLanes} lanes per row; ` +
+    `multi-token matvec up to ${t.matvecMaxM >= 1 << 16 ? 'every M' : `M ${t.matvecMaxM}`}, then the 64-token GEMM` +
+    (x ? ` (K${x.K} N${x.N}: matvec M32 ${num(x.matvec32Ms)} ms, GEMM M64 ${num(x.gemm64Ms)} ms)` : '');
+}
+
 export function formatReport(r: BenchReport): string {
   const out: string[] = [];
   out.push(`adapter: ${r.adapter}${r.meta.cpuAdapter ? ' (a CPU: times are CPU times, compare only the ratios)' : ''}`);
   out.push(`ceiling: stream read ${num(r.ceilingGBps)} GB/s, copy ${num(r.copyGBps)} GB/s (read + write), ` +
     `working set ${(r.meta.ceilingWorkingSetBytes / 2 ** 20).toFixed(0)} MiB, timing ${r.meta.timing}` +
     `${r.meta.ceilingVerified ? '' : ' (WARNING: the stream kernel did not read every word)'}`);
+  if (r.tuning) out.push(tuningText(r.tuning));
   out.push(`preset ${r.meta.preset}, ${r.meta.seconds.toFixed(0)} s; % ceil = GB/s over the stream-read ceiling; ` +
     'max err = max |gpu − ref| / max(1, max |ref|)');
   out.push('');

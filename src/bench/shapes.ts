@@ -68,7 +68,11 @@ export type Bits = (typeof AFFINE_BITS)[number];
 
 /** What one kernel row measures. */
 export type KernelCase =
-  | { kind: 'matvec'; shape: LinearShape; format: { bits: Bits; groupSize: 32 | 64 } | 'bf16'; M: number }
+  | {
+    kind: 'matvec'; shape: LinearShape; format: { bits: Bits; groupSize: 32 | 64 } | 'bf16'; M: number;
+    /** For M > 1: which of the two prefill kernels the row times (the suite has a row of each; see withBothPrefillKernels). */
+    prefill?: 'gemm' | 'matvec-mt';
+  }
   | { kind: 'gatedDelta'; model: ShapeOwner; Hk: number; Hv: number; Dk: number; Dv: number }
   | { kind: 'attention'; model: ShapeOwner; H: number; Hkv: number; D: number; context: number }
   | { kind: 'rmsNorm'; model: ShapeOwner; rows: number; n: number };
@@ -120,6 +124,19 @@ const CPU_GEMM_MAX_FLOPS = 2e9;
  * `cpuAdapter` drops the default suite's large GEMMs, which take SwiftShader a minute each.
  */
 export function kernelCases(preset: Preset, opts: { cpuAdapter?: boolean } = {}): KernelCase[] {
+  return withBothPrefillKernels(suiteCases(preset, opts));
+}
+
+/**
+ * Each M > 1 linear row becomes two: the 64-token GEMM tile and the multi-token matvec, whichever the tuning would
+ * pick, so the table shows the crossover the autotune found (src/gpu/autotune.ts).
+ */
+function withBothPrefillKernels(cases: KernelCase[]): KernelCase[] {
+  return cases.flatMap((c): KernelCase[] => (c.kind === 'matvec' && c.M > 1
+    ? [{ ...c, prefill: 'matvec-mt' }, { ...c, prefill: 'gemm' }] : [c]));
+}
+
+function suiteCases(preset: Preset, opts: { cpuAdapter?: boolean }): KernelCase[] {
   const gate27 = shapeOf('27B', 'gate_proj');
   const gate08 = shapeOf('0.8B', 'gate_proj');
   if (preset === 'tiny') {

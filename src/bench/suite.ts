@@ -2,6 +2,8 @@
 // and the whole model, and returns the report of src/bench/report.ts. The Node command (src/node/bench.ts, the
 // CLI's `bench`) and the page (demo/bench.ts) both call runBench; only how the context is made differs.
 
+import { autotuneLinear, type TuningStore } from '../gpu/autotune.ts';
+import { setLinearTuning } from '../gpu/linear.ts';
 import type { GpuContext } from '../gpu/context.ts';
 import { measureCeiling, type CeilingResult } from './ceiling.ts';
 import { caseLabel, runKernelRow, type RowOptions } from './kernels.ts';
@@ -38,6 +40,8 @@ export interface BenchOptions {
   /** Overrides of the per-preset timing and model settings. */
   timing?: Partial<Pick<RowOptions, 'samples' | 'targetMs' | 'workingSetBytes'>>;
   modelOptions?: Partial<ModelBenchOptions>;
+  /** Where the tuning is kept (default: the platform's store). */
+  tuningStore?: TuningStore;
 }
 
 /** A CPU adapter (SwiftShader, WARP, llvmpipe): the model part runs at reduced width there. */
@@ -79,6 +83,10 @@ export async function runBench(ctx: GpuContext, opts: BenchOptions = {}): Promis
   });
   opts.onCeiling?.(ceiling);
   done++;
+  // The rows and the model run with this adapter's tuning, as an engine would.
+  await report('tuning the linear kernels for this adapter');
+  const tuning = await autotuneLinear(ctx, opts.tuningStore);
+  setLinearTuning(ctx, tuning.tuning);
   const rows: KernelRow[] = [];
   for (const c of cases) {
     await report(caseLabel(c));
@@ -110,6 +118,7 @@ export async function runBench(ctx: GpuContext, opts: BenchOptions = {}): Promis
     peer,
     model,
     copyGBps: ceiling.copyGBps,
+    tuning,
     meta: {
       preset,
       timing: ceiling.read.method,

@@ -103,6 +103,7 @@ export class QwenChatElement extends HTMLElement {
         this.els.progress.max = p.bytesTotal || 1;
         this.els.progress.value = p.bytesDone;
         this.els.status.textContent = p.phase === 'compile' ? 'Compiling kernels'
+          : p.phase === 'tune' ? 'Tuning kernels for this GPU'
           : `${p.phase === 'download' ? 'Downloading' : 'Uploading to GPU'} ${p.file}`;
         this.fire('qwen-progress', p);
       },

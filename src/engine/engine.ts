@@ -21,6 +21,8 @@ import {
   type SequenceState, type StateSnapshot,
 } from '../model/state.ts';
 import { destroyModelWeights, loadModelWeights, weightBytes } from './load.ts';
+import { checkLinearTuning, DEFAULT_LINEAR_TUNING, withLinearTuning, type LinearTuning } from '../gpu/linear.ts';
+import { autotuneLinear, type TuningReport, type TuningStore } from '../gpu/autotune.ts';
 
 export interface EngineOptions {
   /** KV-cache capacity in tokens, at most max_position_embeddings (default min(4096, max_position_embeddings)). */
@@ -41,6 +43,16 @@ export interface EngineOptions {
    * False keeps one dispatch per linear (the unfused path, for comparisons).
    */
   fuseLinears?: boolean;
+  /**
+   * The linear kernels' shape (src/gpu/autotune.ts): 'auto' (default) measures this adapter once and keeps the
+   * result in `tuningStore`; 'default' uses the defaults for 32-wide SIMD GPUs without measuring; an object fixes
+   * the fields it names over the defaults.
+   */
+  tuning?: 'auto' | 'default' | Partial<LinearTuning>;
+  /** Where 'auto' keeps its results (default: the platform's store, see setDefaultTuningStore). */
+  tuningStore?: TuningStore;
+  /** Called with (0, 1) when 'auto' starts measuring (nothing stored for this adapter yet) and (1, 1) when done. */
+  onTuneProgress?: (done: number, total: number) => void;
 }
 
 export interface ForwardOptions {
@@ -112,6 +124,8 @@ export interface Engine {
    */
   sample(ids: number[] | 'sampled', sampler: Sampler, params: SamplingParams, u: number, opts?: ForwardOptions): Promise<Sampled>;
   readonly gpu: GpuContext;
+  /** The linear kernels' tuning this engine records with, and whether it was measured or stored. */
+  readonly tuning: TuningReport;
   /** Plans recorded so far, and the dispatches of the decode plan (the bench reports them). */
   readonly plans: { recorded: number; decodeDispatches: number };
   /** Starts a new sequence. */
@@ -166,6 +180,22 @@ interface QueueOptions {
   tap?: ForwardOptions['tapLogits'];
 }
 
+async function chooseTuning(ctx: GpuContext, opts: EngineOptions): Promise<TuningReport> {
+  const t = opts.tuning ?? 'auto';
+  if (t === 'auto') {
+    let measuring = false;
+    const r = await autotuneLinear(ctx, opts.tuningStore, () => {
+      measuring = true;
+      opts.onTuneProgress?.(0, 1);
+    });
+    if (measuring) opts.onTuneProgress?.(1, 1);
+    return r;
+  }
+  if (t === 'default') return { tuning: { ...DEFAULT_LINEAR_TUNING }, cached: false, key: 'default' };
+  if (typeof t !== 'object' || t === null) throw new Error(`tuning must be 'auto', 'default' or an object, got ${String(t)}`);
+  return { tuning: checkLinearTuning({ ...DEFAULT_LINEAR_TUNING, ...t }), cached: false, key: 'given' };
+}
+
 export async function loadEngine(ctx: GpuContext, source: ByteSource, opts: EngineOptions = {}): Promise<Engine> {
   if (opts.contextLength !== undefined) checkPositiveInt('contextLength', opts.contextLength);
   if (opts.prefillChunk !== undefined) checkPositiveInt('prefillChunk', opts.prefillChunk);
@@ -181,6 +211,7 @@ export async function loadEngine(ctx: GpuContext, source: ByteSource, opts: Engi
     );
   }
   const prefillChunk = Math.min(opts.prefillChunk ?? 256, contextLength);
+  const tuning = await chooseTuning(ctx, opts);
   const weights: ModelWeights = await loadModelWeights(ctx, ckpt, { onProgress: opts.onProgress, fuse: opts.fuseLinears });
   let state: SequenceState;
   let scratch: Scratch;
@@ -196,7 +227,8 @@ export async function loadEngine(ctx: GpuContext, source: ByteSource, opts: Engi
     label: 'logits-staging', size: cfg.vocabSize * 4, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ,
   });
   const direct = opts.encoding === 'direct';
-  const forwardOf = (T: number) => (rec: Recorder) => recordForward(rec, cfg, weights, state, scratch, T);
+  const forwardOf = (T: number) => (rec: Recorder) =>
+    withLinearTuning(ctx, tuning.tuning, () => recordForward(rec, cfg, weights, state, scratch, T));
 
   // Compile every pipeline a forward or the sampler can use now, so no message waits for a compiler: the token
   // counts below cover each kernel variant (matvec / multi-token / GEMM by M, attention row blocks by T·group).
@@ -427,6 +459,7 @@ export async function loadEngine(ctx: GpuContext, source: ByteSource, opts: Engi
     forward,
     sample,
     gpu: ctx,
+    tuning,
     plans: stats,
     reset() {
       drawnBy = undefined;

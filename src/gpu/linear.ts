@@ -1,6 +1,7 @@
 // Linear layers on the GPU: MLX affine-quantised or raw float weights, kept exactly as packed on disk (spec §5.2-5.3),
 // multiplied by f32 activations. Decode (small M) runs a matvec that reads every weight word once per token;
-// prefill (larger M) runs a 64 × 64 tiled GEMM that dequantises each weight tile once per 64 tokens.
+// short prompts run the same matvec over up to 8 tokens per workgroup (weights fetched once per 8 tokens); longer
+// prefills a 64 × 64 tiled GEMM that dequantises each weight tile once per 64 tokens.
 import { grid2d, type GpuContext } from './context.ts';
 import type { Binding, Kernel, Recorder } from './plan.ts';
 import { shader, shaderText } from './shaders.ts';
@@ -20,8 +21,61 @@ export interface LinearPart { rowStart: number; rows: number; weight: GPUBuffer;
 export interface Fusion { kind: 'split' | 'swiglu'; segments: number[]; names: string[] }
 export interface GpuLinear extends LinearSpec { parts: LinearPart[]; bytes: number; fused?: Fusion }
 
-/** Up to this many tokens the matvec (weights re-read per token, but no tile waste) beats the 64-token tile. */
-export const MATVEC_MAX_M = 4;
+/**
+ * Where the matvec hands over to the GEMM, and the matvec's lane cap: the defaults suit 32-wide SIMD GPUs; the
+ * autotune (src/gpu/autotune.ts) measures both per adapter and sets them with setLinearTuning.
+ */
+export interface LinearTuning {
+  /** Up to this many tokens the multi-token matvec (no tile waste) runs; above it the 64-token GEMM tile. */
+  matvecMaxM: number;
+  /** Upper bound on lanes per row in the matvec (a power of two, 1..32). */
+  maxLanes: number;
+  /**
+   * How a matvec row's lanes are summed: 'subgroup' shuffles (where the adapter has subgroups; lanes then at most
+   * its minimum subgroup size) or 'workgroup' memory (any lane count, barriers).
+   */
+  reduce: 'subgroup' | 'workgroup';
+}
+export const DEFAULT_LINEAR_TUNING: Readonly<LinearTuning> = { matvecMaxM: 16, maxLanes: 32, reduce: 'subgroup' };
+const tunings = new WeakMap<GpuContext, LinearTuning>();
+
+export function linearTuning(ctx: GpuContext): LinearTuning {
+  return tunings.get(ctx) ?? DEFAULT_LINEAR_TUNING;
+}
+
+/** Throws naming the field unless `t` is a usable tuning. */
+export function checkLinearTuning(t: LinearTuning): LinearTuning {
+  if (!Number.isInteger(t.matvecMaxM) || t.matvecMaxM < 1) throw new Error(`linear tuning: matvecMaxM must be a positive integer, got ${t.matvecMaxM}`);
+  if (![1, 2, 4, 8, 16, 32].includes(t.maxLanes)) throw new Error(`linear tuning: maxLanes must be a power of two in 1..32, got ${t.maxLanes}`);
+  if (t.reduce !== 'subgroup' && t.reduce !== 'workgroup') throw new Error(`linear tuning: reduce must be 'subgroup' or 'workgroup', got ${String(t.reduce)}`);
+  return t;
+}
+
+/** Kernels recorded after this call use `t` (over the current tuning); plans recorded before keep theirs. */
+export function setLinearTuning(ctx: GpuContext, t: Partial<LinearTuning>): LinearTuning {
+  const next = checkLinearTuning({ ...linearTuning(ctx), ...t });
+  tunings.set(ctx, next);
+  return next;
+}
+
+/** Runs `fn` (a recording) under tuning `t`, then puts back what ctx had: engines sharing a device keep their own. */
+export function withLinearTuning<R>(ctx: GpuContext, t: LinearTuning, fn: () => R): R {
+  const saved = tunings.get(ctx);
+  tunings.set(ctx, t);
+  try {
+    return fn();
+  } finally {
+    if (saved) tunings.set(ctx, saved);
+    else tunings.delete(ctx);
+  }
+}
+
+/** Tokens per workgroup of the affine matvec (MT in qmatvec.wgsl): a power of two up to 8, so few variants exist. */
+export function matvecTokens(M: number): number {
+  let mt = 1;
+  while (mt < M && mt < 8) mt *= 2;
+  return mt;
+}
 
 const DTYPE_CODE: Record<ScaleDtype, number> = { bf16: 0, f16: 1, f32: 2 };
 const DTYPE_BYTES: Record<ScaleDtype, number> = { bf16: 2, f16: 2, f32: 4 };
@@ -200,8 +254,6 @@ function affineConstants(f: Extract<LinearFormat, { kind: 'affine' }>): Record<s
 export const linearOptions = {
   /** Reduce matvec rows with subgroup shuffles when the adapter reports a minimum subgroup size. */
   useSubgroups: true,
-  /** Upper bound on lanes per row in the matvec (a power of two). */
-  maxLanes: 32,
 };
 
 const ROWS_PER_SLOT = 4; // R in the matvec shaders
@@ -209,22 +261,23 @@ const MATVEC_THREADS = 128;
 const TILE = 64;
 
 /** The subgroup size every subgroup is guaranteed to have (a power of two), or 0 when shuffles are not usable. */
-function minSubgroupSize(ctx: GpuContext): number {
+export function minSubgroupSize(ctx: GpuContext): number {
   if (!ctx.features.subgroups) return 0;
   const info = (ctx.device as { adapterInfo?: { subgroupMinSize?: number } }).adapterInfo;
   const n = info?.subgroupMinSize ?? 0;
   return n >= 2 && (n & (n - 1)) === 0 ? n : 0;
 }
 
-interface MatvecShape { tpr: number; slots: number; subgroups: boolean }
+export interface MatvecShape { tpr: number; slots: number; subgroups: boolean }
 
 /**
  * Lanes per row: enough to cover the row's work items once, a power of two, at most maxLanes, and with subgroups at
  * most the minimum subgroup size so one slot never spans two subgroups.
  */
-function matvecShape(ctx: GpuContext, items: number): MatvecShape {
-  const sg = linearOptions.useSubgroups ? minSubgroupSize(ctx) : 0;
-  const cap = sg > 0 ? Math.min(linearOptions.maxLanes, sg) : linearOptions.maxLanes;
+export function matvecShape(ctx: GpuContext, items: number): MatvecShape {
+  const { maxLanes, reduce } = linearTuning(ctx);
+  const sg = linearOptions.useSubgroups && reduce === 'subgroup' ? minSubgroupSize(ctx) : 0;
+  const cap = sg > 0 ? Math.min(maxLanes, sg) : maxLanes;
   let tpr = 1;
   while (tpr < cap && tpr < items) tpr *= 2;
   return { tpr, slots: MATVEC_THREADS / tpr, subgroups: sg > 0 };
@@ -300,7 +353,9 @@ function dispatchLinear(rec: Recorder, lin: GpuLinear, x: GPUBuffer, M: number, 
     need(out.y, yOff + M * outRows, 'y');
   }
   const f = lin.format;
-  const tiled = M > MATVEC_MAX_M;
+  const tiled = M > linearTuning(ctx).matvecMaxM;
+  // Float weights keep one token per workgroup (their four vec4 accumulators per row would not fit MT tokens).
+  const mt = !tiled && f.kind === 'affine' ? matvecTokens(M) : 1;
   // The output stage comes last; SwiGLU's σ is gates.wgsl's, shared with every other kernel.
   const stage = out.stage === 'split' ? ['linear_out_split', 'linear_out_rows']
     : out.stage === 'swiglu' ? ['gates', 'linear_out_swiglu'] : ['linear_out', 'linear_out_rows'];
@@ -322,7 +377,7 @@ function dispatchLinear(rec: Recorder, lin: GpuLinear, x: GPUBuffer, M: number, 
       subgroups,
       scalarXBinding: xOff % 4 === 0 ? undefined : 4,
     });
-    kernel = { code, constants: { ...affineConstants(f), TPR: tpr, SLOTS: slots, ...stageConstants } };
+    kernel = { code, constants: { ...affineConstants(f), TPR: tpr, SLOTS: slots, MT: mt, ...stageConstants } };
     rowsPerGroup = slots * ROWS_PER_SLOT;
   } else {
     const { tpr, slots, subgroups } = matvecShape(ctx, Math.ceil(lin.cols / 8));
@@ -330,7 +385,7 @@ function dispatchLinear(rec: Recorder, lin: GpuLinear, x: GPUBuffer, M: number, 
     kernel = { code, constants: { WDT: DTYPE_CODE[f.dtype], TPR: tpr, SLOTS: slots, ...stageConstants }, entry: 'matvec' };
     rowsPerGroup = slots * ROWS_PER_SLOT;
   }
-  const zGroups = tiled ? Math.ceil(M / TILE) : M;
+  const zGroups = Math.ceil(M / (tiled ? TILE : mt));
   if (zGroups > ctx.limits.maxComputeWorkgroupsPerDimension) {
     throw new Error(`linear "${lin.name}": M = ${M} needs more than ${ctx.limits.maxComputeWorkgroupsPerDimension} workgroups along z`);
   }
@@ -360,8 +415,8 @@ function dispatchLinear(rec: Recorder, lin: GpuLinear, x: GPUBuffer, M: number, 
 
 /**
  * y[M, rows] = x[M, cols] · Wᵀ (f32 activations), or with `accumulate` y += x · Wᵀ (the residual add done by the
- * projection). xOffset/yOffset in floats; x and y must be different buffers. M ≤ MATVEC_MAX_M runs the decode
- * matvec (weights read once per token); larger M the 64 × 64 tiled GEMM. x offsets that are multiples of 4 floats
+ * projection). xOffset/yOffset in floats; x and y must be different buffers. M ≤ linearTuning(ctx).matvecMaxM runs
+ * the matvec (weights read once per token, or once per 8 tokens for affine weights); larger M the 64 × 64 GEMM. x offsets that are multiples of 4 floats
  * get 16-byte x loads.
  */
 export function linear(

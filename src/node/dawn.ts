@@ -4,6 +4,8 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createGpuContext, requestGpuDevice, type GpuContext } from '../gpu/context.ts';
+import { setDefaultTuningStore } from '../gpu/autotune.ts';
+import { fileTuningStore } from './tuning-file.ts';
 
 const SWIFTSHADER_ICDS = ['/usr/lib/chromium/vk_swiftshader_icd.json', '/usr/lib64/chromium/vk_swiftshader_icd.json'];
 
@@ -64,6 +66,8 @@ export function getNodeGpu(): Promise<GpuContext> {
     device.addEventListener('uncapturederror', (e) => {
       console.error('WebGPU error:', (e as GPUUncapturedErrorEvent).error.message);
     });
+    // Node engines keep their measured kernel tuning in a file, so only the first process on an adapter pays.
+    setDefaultTuningStore(fileTuningStore());
     return createGpuContext(device);
   })();
   return cached;

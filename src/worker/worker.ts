@@ -9,6 +9,8 @@ import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest } from 
 import { cachedOrRemoteSource, resolveModel } from '../store/index.ts';
 import { deleteCachedModel, listCachedModels } from '../store/shard-cache.ts';
 import { filesSource } from '../store/file-source.ts';
+import { idbTuningStore } from '../store/tuning-idb.ts';
+import { setDefaultTuningStore } from '../gpu/autotune.ts';
 import type { LoadOptions, LoadProgress, WorkerApi } from './protocol.ts';
 
 let gpu: GpuContext | undefined;
@@ -20,6 +22,8 @@ async function getGpu(): Promise<GpuContext> {
   if (gpu) return gpu;
   const device = await requestBrowserGpuDevice();
   const ctx = createGpuContext(device);
+  // Measured kernel tunings are kept per adapter in IndexedDB: only the first load on this adapter measures.
+  setDefaultTuningStore(idbTuningStore());
   device.lost.then((info) => {
     // A lost device takes every buffer with it: forget the model so the next load starts clean.
     if (gpu === ctx) gpu = undefined;
@@ -79,6 +83,7 @@ const api: WorkerApi = {
       contextLength: opts.contextLength,
       onProgress: (done, total, tensor) => onProgress?.({ phase: 'upload', bytesDone: done, bytesTotal: total, file: tensor }),
       onCompileProgress: (done, total) => onProgress?.({ phase: 'compile', bytesDone: done, bytesTotal: total, file: 'kernels' }),
+      onTuneProgress: (done, total) => onProgress?.({ phase: 'tune', bytesDone: done, bytesTotal: total, file: 'kernels' }),
     });
     await lastReport;
     return { modelId, contextLength: model.engine.contextLength, config: model.engine.config };
