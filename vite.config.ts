@@ -1,9 +1,28 @@
-import { defineConfig } from 'vite';
+import { defineConfig, type Connect, type Plugin } from 'vite';
 import { resolve } from 'node:path';
 
 // `npm run demo` serves demo/ (chat page, embed example, kernel benchmarks) with public/ (the bundled tiny model) at the root.
 // `npm run build` builds the library (vite.lib.config.ts) into dist/.
+// The bench page is served cross-origin isolated (COOP + COEP), so ONNX Runtime Web's wasm EP, the peer row, can
+// run multi-threaded (SharedArrayBuffer) like it would for a user who measures it fairly. The chat pages stay as
+// they are: isolation would make every cross-origin model download need CORP or CORS headers.
+export const ISOLATION_HEADERS = { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' };
+function isolateBenchPage(): Plugin {
+  const middleware: Connect.NextHandleFunction = (req, res, next) => {
+    if (/^\/bench(\.html)?(\?|$)/.test(req.url ?? '')) {
+      for (const [k, v] of Object.entries(ISOLATION_HEADERS)) res.setHeader(k, v);
+    }
+    next();
+  };
+  return {
+    name: 'isolate-bench-page',
+    configureServer: (server) => { server.middlewares.use(middleware); },
+    configurePreviewServer: (server) => { server.middlewares.use(middleware); },
+  };
+}
+
 export default defineConfig({
+  plugins: [isolateBenchPage()],
   root: 'demo',
   // Relative URLs in the built pages: dist/demo/ works from any sub-path.
   base: './',

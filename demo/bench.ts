@@ -175,6 +175,9 @@ async function ortPeer(preset: Preset, ceilingGBps: number, progress: (label: st
   try {
     const ort = await import('onnxruntime-web/webgpu');
     ort.env.wasm.wasmPaths = { wasm: ortWasmUrl };
+    // Cross-origin isolated (the dev server and the bench test send COOP/COEP for this page): every core, as our
+    // kernels get through the GPU; ORT's own default is half of them, at most 4.
+    if (self.crossOriginIsolated) ort.env.wasm.numThreads = navigator.hardwareConcurrency || 1;
     return await runOrtPeer(ort, ceilingGBps, { cases: peerCases(preset), onProgress: progress });
   } catch (e) {
     return { name: 'ONNX Runtime Web MatMulNBits', rows: [], note: `did not load: ${e instanceof Error ? e.message : e}` };

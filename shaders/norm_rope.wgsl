@@ -2,7 +2,8 @@
 // rope_angle.wgsl and step.wgsl. One workgroup per head row: the row is normalised into workgroup memory, then
 // each invocation writes rotated pairs. The same expressions as rms_norm then rope, so the result is identical.
 // q rows are read straight out of the q_proj output (head rows of 2D: q then gate, so no split pass); k rows go
-// straight into the K cache at position p0 + t (no append pass).
+// straight into the K cache at position p0 + t, and norm_rope_kv copies the matching v row into the V cache in
+// the same dispatch (no append passes).
 
 const MAXD: u32 = 512u;
 
@@ -27,6 +28,26 @@ fn norm_rope(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: ve
              @builtin(local_invocation_index) lid: u32) {
   let row = row_of(wid, nwg);
   if (row >= P.rows) { return; }
+  norm_rope_row(row, lid);
+}
+
+// v [T, heads, D] and the V cache [heads, maxCtx, D], bound only by norm_rope_kv.
+@group(0) @binding(7) var<storage, read> v_in: array<f32>;
+@group(0) @binding(8) var<storage, read_write> v_cache: array<f32>;
+
+@compute @workgroup_size(WG)
+fn norm_rope_kv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                @builtin(local_invocation_index) lid: u32) {
+  let row = row_of(wid, nwg);
+  if (row >= P.rows) { return; }
+  let yo = norm_rope_row(row, lid);
+  for (var j = lid; j < P.n; j += WG) {
+    v_cache[yo + j] = v_in[row * P.n + j];
+  }
+}
+
+// Normalises and rotates head row `row` into y; returns where in y it went.
+fn norm_rope_row(row: u32, lid: u32) -> u32 {
   let t = row / RP.heads;
   let h = row % RP.heads;
   let xo = row * RP.inStride;
@@ -52,4 +73,5 @@ fn norm_rope(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: ve
     }
     y[yo + j] = v;
   }
+  return yo;
 }

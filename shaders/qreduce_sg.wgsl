@@ -8,3 +8,10 @@ fn finish(acc: vec4<f32>, lane: u32, slot: u32, row0: u32, m: u32) {
   for (var k = 1u; k < TPR; k <<= 1u) { v += subgroupShuffleXor(v, k); }
   if (lane == 0u) { store4(m, row0, v); }
 }
+
+// The sum of v over the slot's TPR lanes, in every lane (qnorm.wgsl's Σx²).
+fn slot_sum(v: f32, lane: u32, slot: u32) -> f32 {
+  var s = v;
+  for (var k = 1u; k < TPR; k <<= 1u) { s += subgroupShuffleXor(s, k); }
+  return s;
+}

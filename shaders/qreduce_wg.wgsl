@@ -19,3 +19,20 @@ fn finish(acc: vec4<f32>, lane: u32, slot: u32, row0: u32, m: u32) {
   workgroupBarrier();
   if (lane == 0u) { store4(m, row0, vec4<f32>(red[base], red[base + TPR], red[base + 2u * TPR], red[base + 3u * TPR])); }
 }
+
+var<workgroup> red_sum: array<f32, 128>; // one value per invocation (TPR · SLOTS = 128)
+
+// The sum of v over the slot's TPR lanes, in every lane (qnorm.wgsl's Σx²). Uniform control flow.
+fn slot_sum(v: f32, lane: u32, slot: u32) -> f32 {
+  let base = slot * TPR;
+  red_sum[base + lane] = v;
+  for (var s = TPR / 2u; s > 0u; s >>= 1u) {
+    workgroupBarrier();
+    if (lane < s) { red_sum[base + lane] += red_sum[base + lane + s]; }
+  }
+  workgroupBarrier();
+  let total = red_sum[base];
+  // The next call writes red_sum again: every lane reads first.
+  workgroupBarrier();
+  return total;
+}

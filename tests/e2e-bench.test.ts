@@ -8,11 +8,12 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import { mkdirSync, readFileSync } from 'node:fs';
-import { extname, join, resolve } from 'node:path';
+import { basename, extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Browser } from 'playwright-core';
 import { CONTENT_TYPES, launchChromium, siteFile } from './browser.ts';
 import { kernelCases } from '../src/bench/shapes.ts';
+import { ISOLATION_HEADERS } from '../vite.config.ts';
 
 const root = resolve(fileURLToPath(new URL('..', import.meta.url)));
 const site = join(root, 'dist/demo');
@@ -31,7 +32,9 @@ before(async () => {
     if (file === 404) { res.writeHead(404).end('not found'); return; }
     // application/wasm: ORT's binary compiles while streaming only under that type.
     const type = extname(file) === '.wasm' ? 'application/wasm' : CONTENT_TYPES[extname(file)] ?? 'application/octet-stream';
-    res.writeHead(200, { 'Content-Type': type, 'Cache-Control': 'no-store' });
+    // The bench page cross-origin isolated, as the dev server serves it (vite.config.ts): ORT's wasm EP threads.
+    const isolation = /^bench\.html$/.test(basename(file)) ? ISOLATION_HEADERS : {};
+    res.writeHead(200, { 'Content-Type': type, 'Cache-Control': 'no-store', ...isolation });
     res.end(readFileSync(file));
   });
   await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
@@ -91,6 +94,10 @@ test('bench page: adapter and limits, the table and the chart of the toy suite, 
     const peerNote = (await page.textContent('#peer-note'))!;
     console.log(`peer: ${peerName}; ${peerNote}`);
     assert.match(peerName, /^ONNX Runtime Web \S+ MatMulNBits \((webgpu|wasm) EP\)$/);
+    assert.equal(await page.evaluate(() => self.crossOriginIsolated), true, 'the bench page is cross-origin isolated');
+    const cores = await page.evaluate(() => navigator.hardwareConcurrency);
+    assert.match(peerNote, new RegExp(`wasm threads ${cores}(;| )`), 'ORT wasm runs on every core');
+    assert.doesNotMatch(peerNote, /not cross-origin isolated/);
     const peerTable = await page.$$eval('#peer-body tr', (trs) => trs.map((tr) => [...tr.children].map((td) => td.textContent ?? '')));
     assert.equal(peerTable.length, 1, `peer rows (note: ${peerNote})`);
     const p = peerTable[0];

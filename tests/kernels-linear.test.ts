@@ -338,3 +338,76 @@ test('output stages: accumulate, split into segments, SwiGLU pairs (matvec and G
   const b = member(8, cols, formats[1], 2, 'b');
   assert.throws(() => createFusedLinear(ctx, 'mixed', 'split', [a, b]), /cannot be fused/);
 });
+
+test('RMSNorm folded into the affine matvec: every bit width, write / split / SwiGLU stages, MT 1-8, both reductions', async () => {
+  const ctx = await getNodeGpu();
+  const eps = 1e-6;
+  let seed = 400;
+  for (const useSubgroups of [true, false]) {
+    const saved = { ...linearOptions };
+    linearOptions.useSubgroups = useSubgroups;
+    try {
+      for (const bits of BITS) {
+        const groupSize = GROUPS[bits % 3];
+        const cols = groupSize * 4;
+        const format: LinearFormat = { kind: 'affine', bits, groupSize, scaleDtype: 'bf16' };
+        // A residual stream with a large spread (the norm must be computed over the whole row, not a lane's share).
+        const gain = rand(cols, seed++, 1.5);
+        const gainBuf = uploadBytes(ctx, gain);
+        for (const M of [1, 3, 9]) {
+          const h = rand(M * cols, seed++, 4);
+          const hb = uploadBytes(ctx, h);
+          const xn = ref.rmsNorm(h, gain, M, cols, eps);
+          const norm = { gain: gainBuf, eps };
+          const tag = `b${bits} g${groupSize} sg=${useSubgroups} M=${M}`;
+
+          const one = make(ctx, 29, cols, format, seed++);
+          const y = ctx.storage(M * 29 * 4);
+          let enc = ctx.device.createCommandEncoder();
+          linear(directRecorder(ctx, enc), one.lin, hb, y, M, { norm });
+          ctx.device.queue.submit([enc.finish()]);
+          check(`norm+linear ${tag}`, await readF32(ctx, y, M * 29), ref.linear(xn, one.w, M, 29, cols));
+          destroyGpuLinear(one.lin);
+          y.destroy();
+
+          const ms = [17, 6, 3].map((r, i) => member(r, cols, format, seed + i, `m${i}`));
+          const split = createFusedLinear(ctx, 'split', 'split', ms);
+          const outs = ms.map((m) => ctx.storage(M * m.spec.rows * 4));
+          enc = ctx.device.createCommandEncoder();
+          linearSplit(directRecorder(ctx, enc), split, hb, outs, M, { norm });
+          ctx.device.queue.submit([enc.finish()]);
+          for (const [i, m] of ms.entries()) {
+            check(`norm+split ${tag} segment ${i}`, await readF32(ctx, outs[i], M * m.spec.rows), ref.linear(xn, m.w, M, m.spec.rows, cols));
+          }
+          destroyGpuLinear(split);
+          outs.forEach((b) => b.destroy());
+
+          const I = 13;
+          const [g, u] = [member(I, cols, format, seed + 5, 'gate'), member(I, cols, format, seed + 6, 'up')];
+          const gu = createFusedLinear(ctx, 'gate_up', 'swiglu', [g, u]);
+          const act = ctx.storage(M * I * 4);
+          enc = ctx.device.createCommandEncoder();
+          linearSwiglu(directRecorder(ctx, enc), gu, hb, act, M, { norm });
+          ctx.device.queue.submit([enc.finish()]);
+          check(`norm+swiglu ${tag}`, await readF32(ctx, act, M * I), ref.swiglu(ref.linear(xn, g.w, M, I, cols), ref.linear(xn, u.w, M, I, cols)));
+          destroyGpuLinear(gu);
+          act.destroy();
+          hb.destroy();
+          seed += 8;
+        }
+        gainBuf.destroy();
+      }
+    } finally {
+      Object.assign(linearOptions, saved);
+    }
+  }
+  // Where the norm cannot fold (float weights; the GEMM), the call is refused, not silently wrong.
+  const f = make(ctx, 8, 64, { kind: 'float', dtype: 'bf16' }, 1);
+  const g = uploadBytes(ctx, new Float32Array(64).fill(1));
+  const enc = ctx.device.createCommandEncoder();
+  assert.throws(() => linear(directRecorder(ctx, enc), f.lin, g, ctx.storage(32), 1, { norm: { gain: g, eps: 1e-6 } }), /folds only into the affine matvec/);
+  const q = make(ctx, 8, 64, { kind: 'affine', bits: 4, groupSize: 64, scaleDtype: 'bf16' }, 2);
+  const M = linearTuning(ctx).matvecMaxM + 1;
+  const big = ctx.storage(M * 64 * 4);
+  assert.throws(() => linear(directRecorder(ctx, enc), q.lin, big, ctx.storage(M * 8 * 4), M, { norm: { gain: g, eps: 1e-6 } }), /folds only/);
+});

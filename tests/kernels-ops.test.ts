@@ -239,6 +239,18 @@ test('normRope: q rows out of q_proj output (stride 2D), k rows into the cache; 
     const wantCache = new Float32Array(H * maxCtx * D);
     cpuAppend(wantCache, kr, T, H, D, p0, maxCtx);
     check(`normRope k→cache T=${T} H=${H} D=${D} p0=${p0}`, await read(cache, wantCache.length), wantCache);
+
+    // With copyV the v rows land in the V cache at the same rows, the k side unchanged.
+    const v = randn(T * H * D, 1);
+    const cacheK = zeros(H * maxCtx * D);
+    const cacheV = zeros(H * maxCtx * D);
+    await exec((enc) => ops.normRope(rec(enc, p0), up(k), up(gain), cacheK, T, H, D, R, theta, 1e-6, {
+      cacheRows: maxCtx, copyV: { v: up(v), vCache: cacheV },
+    }));
+    check(`normRope+v k→cache T=${T} H=${H} D=${D} p0=${p0}`, await read(cacheK, wantCache.length), wantCache);
+    const wantV = new Float32Array(H * maxCtx * D);
+    cpuAppend(wantV, v, T, H, D, p0, maxCtx);
+    check(`normRope+v v→cache T=${T} H=${H} D=${D} p0=${p0}`, await read(cacheV, wantV.length), wantV);
   }
 });
 

@@ -1,6 +1,7 @@
-// Step plans: replaying the recorded forward (with the linears fused at load) gives exactly the logits (and sampled
-// ids) of encoding every call afresh with every linear on its own, on every tiny recipe, for prefill chunks and decode steps at many positions; and a decode step, counted
-// from outside by wrapping the device's methods, creates no GPU object and encodes one compute pass.
+// Step plans: replaying the recorded forward gives exactly the logits (and sampled ids) of encoding every call
+// afresh, on every tiny recipe, for prefill chunks and decode steps at many positions; the fused forward (linears
+// fused at load, RMSNorms folded into the matvecs) stays within f32 rounding of the unfused one; and a decode step,
+// counted from outside by wrapping the device's methods, creates no GPU object and encodes one compute pass.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import '../src/node/shaders-node.ts';
@@ -34,14 +35,12 @@ const SAMPLING: SamplingParams = { temperature: 0.8, topK: 40, topP: 0.9, minP: 
 // Recipes alternate between the measured tuning and the GPU defaults (GEMM tile above 16 tokens): see model.test.ts.
 TINY_RECIPES.forEach((recipe, i) => {
   const tuning = i % 2 ? 'default' : 'auto';
-  test(`plan replay of the fused forward equals unfused direct encoding bit for bit: ${recipe} (tuning ${tuning})`, async () => {
+  test(`plan replay equals direct encoding bit for bit: ${recipe} (tuning ${tuning})`, async () => {
     const ctx = await getNodeGpu();
     const files = makeTinyCheckpoint(recipe, { seed: 11 });
     const opts = { contextLength: 200, prefillChunk: 64, tuning } as const;
     const planned = await loadEngine(ctx, memorySource(files, `tiny-${recipe}`), opts);
-    // The reference is also unfused (one dispatch per linear, separate residual adds and SwiGLU): the fused
-    // output stages compute the same f32 expressions, so fusion must not change a bit either.
-    const direct = await loadEngine(ctx, memorySource(files, `tiny-${recipe}`), { ...opts, encoding: 'direct', fuseLinears: false });
+    const direct = await loadEngine(ctx, memorySource(files, `tiny-${recipe}`), { ...opts, encoding: 'direct' });
     const engines: Engine[] = [planned, direct];
     try {
       // Prompts of 1, 5 and 12 (multi-token matvec: one and two workgroups of 8 tokens), 64 (one whole chunk) and
@@ -84,6 +83,40 @@ TINY_RECIPES.forEach((recipe, i) => {
       for (const e of engines) e.dispose();
     }
   });
+});
+
+test('the fused forward (fused linears, folded RMSNorms) stays within f32 rounding of the unfused one', async () => {
+  const ctx = await getNodeGpu();
+  for (const recipe of ['q4g32', 'unsloth3'] as const) {
+    const files = makeTinyCheckpoint(recipe, { seed: 12 });
+    const opts = { contextLength: 120, prefillChunk: 64 };
+    const fused = await loadEngine(ctx, memorySource(files, `tiny-${recipe}`), opts);
+    const unfused = await loadEngine(ctx, memorySource(files, `tiny-${recipe}`), { ...opts, fuseLinears: false });
+    try {
+      // Folding changes where Σx² is summed and when the 1/rms scale is applied: f32 rounding, no more.
+      assert.ok(fused.plans.decodeDispatches < unfused.plans.decodeDispatches - 2 * fused.config.numLayers,
+        `${fused.plans.decodeDispatches} vs ${unfused.plans.decodeDispatches} dispatches per decode step`);
+      for (const len of [1, 12, 64]) {
+        fused.reset();
+        unfused.reset();
+        let ids = randomIds(len, fused.config.vocabSize, len + 5);
+        for (let step = 0; step < 4; step++) {
+          const [a, b] = [await fused.prefill(ids), await unfused.prefill(ids)];
+          let worst = 0;
+          let scale = 0;
+          for (let i = 0; i < a.length; i++) {
+            worst = Math.max(worst, Math.abs(a[i] - b[i]));
+            scale = Math.max(scale, Math.abs(b[i]));
+          }
+          assert.ok(worst <= 1e-4 * Math.max(1, scale), `${recipe} prompt ${len} step ${step}: max |Δ| ${worst} (max |logit| ${scale})`);
+          ids = [argmax(b)];
+        }
+      }
+    } finally {
+      fused.dispose();
+      unfused.dispose();
+    }
+  }
 });
 
 test('a decode step, counted from outside: no buffer, bind group or pipeline created, one compute pass', async () => {

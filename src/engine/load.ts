@@ -234,7 +234,7 @@ export async function loadModelWeights(ctx: GpuContext, ckpt: Checkpoint, opts: 
     }
     const finalNorm = await vector('norm');
     const lmHead = ckpt.tied ? embed : await matrix('lm_head');
-    return { embed, lmHead, finalNorm, layers };
+    return { embed, lmHead, finalNorm, layers, foldNorms: fuse };
   } catch (e) {
     for (const c of created) ('parts' in c ? destroyGpuLinear(c) : c.destroy());
     throw e;

@@ -319,15 +319,32 @@ function spareOutput(ctx: GpuContext): GPUBuffer {
   return b;
 }
 
+/** The RMSNorm in front of a linear, folded into its matvec (qnorm.wgsl): x is the un-normed input. */
+export interface LinearNorm { gain: GPUBuffer; eps: number }
+
+/**
+ * Whether linear(..., { norm }) can fold the RMSNorm in for M tokens: the affine matvec does (the GEMM and the float
+ * matvec do not), so the caller normalises into a buffer first otherwise.
+ */
+export function canFoldNorm(ctx: GpuContext, lin: GpuLinear, M: number): boolean {
+  return lin.format.kind === 'affine' && M <= linearTuning(ctx).matvecMaxM;
+}
+
 type Output =
   | { stage: 'write' | 'accumulate'; y: GPUBuffer; yOff: number }
   | { stage: 'split'; ys: GPUBuffer[] }
   | { stage: 'swiglu'; y: GPUBuffer };
 
 /** The one place that picks a kernel, checks sizes and dispatches, for every output stage. */
-function dispatchLinear(rec: Recorder, lin: GpuLinear, x: GPUBuffer, M: number, xOff: number, out: Output): void {
+function dispatchLinear(rec: Recorder, lin: GpuLinear, x: GPUBuffer, M: number, xOff: number, out: Output, norm?: LinearNorm): void {
   const { ctx } = rec;
   if (M <= 0) return;
+  if (norm && !canFoldNorm(ctx, lin, M)) {
+    throw new Error(`linear "${lin.name}": an RMSNorm folds only into the affine matvec (${describe(lin.format)}, M = ${M})`);
+  }
+  if (norm && norm.gain.size < lin.cols * 4) {
+    throw new Error(`linear "${lin.name}": the norm gain holds ${norm.gain.size} bytes, needs ${lin.cols * 4}`);
+  }
   // Out-of-range reads and writes are clamped silently by WebGPU: catch shape mistakes here instead.
   if (x.size < (xOff + M * lin.cols) * 4) {
     throw new Error(`linear "${lin.name}": x holds ${x.size} bytes, needs ${(xOff + M * lin.cols) * 4} for M=${M} × ${lin.cols} at offset ${xOff}`);
@@ -373,7 +390,7 @@ function dispatchLinear(rec: Recorder, lin: GpuLinear, x: GPUBuffer, M: number, 
       : { code: kernelText(['matvec_float', 'qreduce_wg', ...stage], { scalarXBinding: floatX }), constants: { WDT: DTYPE_CODE[f.dtype], ...stageConstants }, entry: 'matmul' };
   } else if (f.kind === 'affine') {
     const { tpr, slots, subgroups } = matvecShape(ctx, lin.cols / 32);
-    const code = kernelText(['qcommon', 'qmatvec', subgroups ? 'qreduce_sg' : 'qreduce_wg', ...stage], {
+    const code = kernelText(['qcommon', 'qmatvec', norm ? 'qnorm' : 'qnorm_off', subgroups ? 'qreduce_sg' : 'qreduce_wg', ...stage], {
       subgroups,
       scalarXBinding: xOff % 4 === 0 ? undefined : 4,
     });
@@ -399,8 +416,11 @@ function dispatchLinear(rec: Recorder, lin: GpuLinear, x: GPUBuffer, M: number, 
       : p.rows;
     const yOff = out.stage === 'write' || out.stage === 'accumulate' ? out.yOff + p.rowStart : 0;
     const yStride = out.stage === 'write' || out.stage === 'accumulate' ? lin.rows : outRows;
-    const params = rec.params(new Uint32Array([p.rows, lin.cols, M, xOff, yOff, yStride, ...segmentStarts, 0, 0, 0]));
+    const words = new Uint32Array([p.rows, lin.cols, M, xOff, yOff, yStride, ...segmentStarts, 0, 0, 0]);
+    new Float32Array(words.buffer)[9] = norm?.eps ?? 0;
+    const params = rec.params(words);
     const bindings: Record<number, Binding> = { 0: params, 1: p.weight, [xBinding]: x };
+    if (norm) bindings[6] = norm.gain;
     if (f.kind === 'affine') Object.assign(bindings, { 2: p.scales!, 3: p.biases! });
     if (out.stage === 'split') {
       const [y0, y1, y2, y3] = out.ys;
@@ -425,20 +445,20 @@ export function linear(
   x: GPUBuffer,
   y: GPUBuffer,
   M: number,
-  opts: { xOffset?: number; yOffset?: number; accumulate?: boolean } = {},
+  opts: { xOffset?: number; yOffset?: number; accumulate?: boolean; norm?: LinearNorm } = {},
 ): void {
   if (lin.fused) throw new Error(`linear "${lin.name}": a fused linear runs through linearSplit or linearSwiglu`);
-  dispatchLinear(rec, lin, x, M, opts.xOffset ?? 0, { stage: opts.accumulate ? 'accumulate' : 'write', y, yOff: opts.yOffset ?? 0 });
+  dispatchLinear(rec, lin, x, M, opts.xOffset ?? 0, { stage: opts.accumulate ? 'accumulate' : 'write', y, yOff: opts.yOffset ?? 0 }, opts.norm);
 }
 
 /** A 'split' fusion: outputs[i] [M, segments[i]] = x · W_iᵀ, one dispatch for all members. */
-export function linearSplit(rec: Recorder, lin: GpuLinear, x: GPUBuffer, outputs: GPUBuffer[], M: number): void {
-  dispatchLinear(rec, lin, x, M, 0, { stage: 'split', ys: outputs });
+export function linearSplit(rec: Recorder, lin: GpuLinear, x: GPUBuffer, outputs: GPUBuffer[], M: number, opts: { norm?: LinearNorm } = {}): void {
+  dispatchLinear(rec, lin, x, M, 0, { stage: 'split', ys: outputs }, opts.norm);
 }
 
 /** A 'swiglu' fusion of [gate; up]: out [M, I] = silu(x · W_gateᵀ) ⊙ (x · W_upᵀ), one dispatch. */
-export function linearSwiglu(rec: Recorder, lin: GpuLinear, x: GPUBuffer, out: GPUBuffer, M: number): void {
-  dispatchLinear(rec, lin, x, M, 0, { stage: 'swiglu', y: out });
+export function linearSwiglu(rec: Recorder, lin: GpuLinear, x: GPUBuffer, out: GPUBuffer, M: number, opts: { norm?: LinearNorm } = {}): void {
+  dispatchLinear(rec, lin, x, M, 0, { stage: 'swiglu', y: out }, opts.norm);
 }
 
 /** out[T, cols] = dequantised rows ids[t] of lin (the embedding table); ids is a u32 storage buffer. */

@@ -174,12 +174,14 @@ const NORM_ROPE_MAX_D = 512; // MAXD in norm_rope.wgsl
 
 /**
  * rmsNorm of each head row (gain [D]) then RoPE (as `rope`), in one dispatch: x holds T·heads head rows of D,
- * `inStride` floats apart (2D: the q half of q_proj's output; D: k). Writes y [T, heads, D], or with `cache`
- * the K cache [heads, maxCtx, D] at positions p0 + t.
+ * `inStride` floats apart (2D: the q half of q_proj's output; D: k). Writes y [T, heads, D], or with `cacheRows`
+ * the K cache [heads, maxCtx, D] at positions p0 + t; `copyV` then also copies v [T, heads, D] into the V cache at
+ * the same rows (what cacheAppend does, without its dispatch).
  */
 export function normRope(
   rec: Recorder, x: GPUBuffer, gain: GPUBuffer, y: GPUBuffer, T: number, heads: number, D: number,
-  rotaryDim: number, theta: number, eps: number, opts: { inStride?: number; cacheRows?: number } = {},
+  rotaryDim: number, theta: number, eps: number,
+  opts: { inStride?: number; cacheRows?: number; copyV?: { v: GPUBuffer; vCache: GPUBuffer } } = {},
 ): void {
   if (T === 0) return;
   if (rotaryDim % 2 !== 0 || rotaryDim > D) throw new Error(`normRope: rotaryDim ${rotaryDim} must be even and ≤ D ${D}`);
@@ -187,9 +189,14 @@ export function normRope(
   const rows = T * heads;
   const p = params(rec, [rows, D, { f32: eps }, 0]);
   const cache = opts.cacheRows !== undefined;
+  if (opts.copyV && !cache) throw new Error('normRope: copyV needs cacheRows (it writes into the V cache)');
   const rp = params(rec, [heads, rotaryDim / 2, opts.inStride ?? D, cache ? 1 : 0, opts.cacheRows ?? 0, 0, 0, 0]);
-  run(rec, shaderText('gates', 'norm', 'rope_angle', 'step', 'norm_rope'), 'norm_rope', { WG: normWorkgroup(D) },
-    { 0: p, 1: x, 2: gain, 3: y, 5: ropeTable(rec.ctx, rotaryDim, theta), 6: rp, [STEP_BINDING]: rec.step }, rows, 'normRope');
+  const bindings: Record<number, Binding> = {
+    0: p, 1: x, 2: gain, 3: y, 5: ropeTable(rec.ctx, rotaryDim, theta), 6: rp, [STEP_BINDING]: rec.step,
+  };
+  if (opts.copyV) Object.assign(bindings, { 7: opts.copyV.v, 8: opts.copyV.vCache });
+  run(rec, shaderText('gates', 'norm', 'rope_angle', 'step', 'norm_rope'), opts.copyV ? 'norm_rope_kv' : 'norm_rope',
+    { WG: normWorkgroup(D) }, bindings, rows, opts.copyV ? 'normRope+v' : 'normRope');
 }
 
 const ATTN_TPR = 32;

@@ -5,12 +5,12 @@
 // recorder's step uniform).
 import { dims, type ModelConfig } from '../format/config.ts';
 import type { GpuContext } from '../gpu/context.ts';
-import { embedGather, linear, linearSplit, linearSwiglu, type GpuLinear } from '../gpu/linear.ts';
+import { canFoldNorm, embedGather, linear, linearSplit, linearSwiglu, type GpuLinear, type LinearNorm } from '../gpu/linear.ts';
 import type { Recorder } from '../gpu/plan.ts';
 import { attentionPrefill } from '../gpu/attention-prefill.ts';
 import { gatedDeltaChunked } from '../gpu/gated-delta-chunk.ts';
 import {
-  attention, cacheAppend, conv1dCausal, gatedDelta, normRope, rmsNorm, rmsNormGated, swiglu,
+  attention, conv1dCausal, gatedDelta, normRope, rmsNorm, rmsNormGated, swiglu,
 } from '../gpu/ops.ts';
 import type { FullLayerState, LinearLayerState, SequenceState } from './state.ts';
 
@@ -57,6 +57,11 @@ export interface ModelWeights {
   lmHead: GpuLinear;
   finalNorm: GPUBuffer;
   layers: (LinearAttnWeights | FullAttnWeights)[];
+  /**
+   * Fold each RMSNorm into the matvec that follows it where that kernel can (affine weights, matvec token counts),
+   * saving its dispatch; set with the linear fusion at load (false is the unfused reference path).
+   */
+  foldNorms: boolean;
 }
 
 /** Activation buffers for up to `maxTokens` tokens per forward call; reused across calls. */
@@ -118,28 +123,44 @@ export function recordForward(
   const d = cfg.hiddenSize;
   embedGather(rec, w.embed, s.ids, s.h, T);
   w.layers.forEach((layer, i) => {
-    // Each block's last projection adds its output onto h as it writes (the residual, spec §3.2).
-    rmsNorm(rec, s.h, layer.inputNorm, s.x, T, d, cfg.rmsNormEps);
+    // Each block's last projection adds its output onto h as it writes (the residual, spec §3.2); each block's
+    // first one applies the RMSNorm in front of it (normed).
     if (layer.kind === 'linear') gatedDeltaNet(f, layer, state.layers[i] as LinearLayerState);
     else gatedAttention(f, layer, state.layers[i] as FullLayerState);
-    rmsNorm(rec, s.h, layer.postNorm, s.x, T, d, cfg.rmsNormEps);
-    mlp(f, layer.mlp);
+    mlp(f, layer.mlp, layer.postNorm);
   });
-  rmsNorm(rec, s.h, w.finalNorm, s.x, T, d, cfg.rmsNormEps);
-  linear(rec, w.lmHead, s.x, s.logits, 1, { xOffset: (T - 1) * d });
+  const head = normed(f, w.finalNorm, [w.lmHead], 1);
+  linear(rec, w.lmHead, head.x, s.logits, 1, { xOffset: (T - 1) * d, norm: head.norm });
 }
+
+/** What linears reading RMSNorm(h) get: h with the norm folded into their kernels, or the normed copy in s.x. */
+interface NormedInput { x: GPUBuffer; norm?: LinearNorm }
+
+/**
+ * RMSNorm(h) (spec §3.2) as the input of `lins` over M tokens: folded into every one of their matvecs where each can
+ * take it (no dispatch, the normed values never stored), else one norm dispatch into s.x.
+ */
+function normed(f: ForwardPass, gain: GPUBuffer, lins: GpuLinear[], M: number): NormedInput {
+  const { rec, cfg, w, s, T } = f;
+  if (w.foldNorms && lins.every((l) => canFoldNorm(rec.ctx, l, M))) return { x: s.h, norm: { gain, eps: cfg.rmsNormEps } };
+  rmsNorm(rec, s.h, gain, s.x, T, cfg.hiddenSize, cfg.rmsNormEps);
+  return { x: s.x };
+}
+
+const members = (p: Projections): GpuLinear[] => (Array.isArray(p) ? p : [p]);
 
 /** x · Wᵢᵀ → outputs[i] for linears sharing x: one dispatch when fused at load, else one each. */
-function projections(rec: Recorder, lins: Projections, x: GPUBuffer, outputs: GPUBuffer[], T: number): void {
-  if (Array.isArray(lins)) lins.forEach((l, i) => linear(rec, l, x, outputs[i], T));
-  else linearSplit(rec, lins, x, outputs, T);
+function projections(rec: Recorder, lins: Projections, input: NormedInput, outputs: GPUBuffer[], T: number): void {
+  const { x, norm } = input;
+  if (Array.isArray(lins)) lins.forEach((l, i) => linear(rec, l, x, outputs[i], T, { norm }));
+  else linearSplit(rec, lins, x, outputs, T, { norm });
 }
 
-/** Spec §3.5: projections → causal conv + SiLU → gated delta rule → gated RMSNorm → out_proj, added onto h. */
+/** Spec §3.5: x = input_layernorm(h); projections → causal conv + SiLU → gated delta rule → gated RMSNorm → out_proj, added onto h. */
 function gatedDeltaNet(f: ForwardPass, l: LinearAttnWeights, st: LinearLayerState): void {
   const { rec, cfg, s, T } = f;
   const { convDim } = dims(cfg);
-  projections(rec, l.inProj, s.x, [s.m, s.z, s.b, s.a], T);
+  projections(rec, l.inProj, normed(f, l.inputNorm, members(l.inProj), T), [s.m, s.z, s.b, s.a], T);
   conv1dCausal(rec, s.m, st.conv, l.conv, s.u, T, convDim, cfg.convKernel);
   const deltaRule = T >= GDN_CHUNKED_MIN_T ? gatedDeltaChunked : gatedDelta;
   deltaRule(rec, s.u, s.a, s.b, l.aLog, l.dtBias, st.recurrent, s.o, T, {
@@ -150,30 +171,31 @@ function gatedDeltaNet(f: ForwardPass, l: LinearAttnWeights, st: LinearLayerStat
 }
 
 /**
- * Spec §3.4: q (with its gate, [T, H, 2D]), k, v → q_norm + RoPE → k_norm + RoPE into the K cache, v into the V
- * cache → causal GQA, gated by σ(gate) as it is written → o_proj, added onto h.
+ * Spec §3.4: x = input_layernorm(h); q (with its gate, [T, H, 2D]), k, v → q_norm + RoPE → k_norm + RoPE into the
+ * K cache, v into the V cache in the same dispatch → causal GQA, gated by σ(gate) as it is written → o_proj, added
+ * onto h.
  */
 function gatedAttention(f: ForwardPass, l: FullAttnWeights, st: FullLayerState): void {
   const { rec, cfg, s, T, state } = f;
   const { numHeads: H, numKvHeads: Hkv, headDim: D, rotaryDim: R, ropeTheta, rmsNormEps: eps } = cfg;
   const ctxRows = state.maxContext;
-  projections(rec, l.qkv, s.x, [s.qg, s.k, s.v], T);
+  projections(rec, l.qkv, normed(f, l.inputNorm, members(l.qkv), T), [s.qg, s.k, s.v], T);
   normRope(rec, s.qg, l.qNorm, s.qNormed, T, H, D, R, ropeTheta, eps, { inStride: 2 * D });
-  normRope(rec, s.k, l.kNorm, st.k, T, Hkv, D, R, ropeTheta, eps, { cacheRows: ctxRows });
-  cacheAppend(rec, s.v, st.v, T, Hkv, D, ctxRows);
+  normRope(rec, s.k, l.kNorm, st.k, T, Hkv, D, R, ropeTheta, eps, { cacheRows: ctxRows, copyV: { v: s.v, vCache: st.v } });
   if (T >= ATTN_PREFILL_MIN_T) attentionPrefill(rec, s.qNormed, st.k, st.v, s.attn, T, H, Hkv, D, ctxRows, { gate: s.qg });
   else attention(rec, s.qNormed, st.k, st.v, s.attn, T, H, Hkv, D, ctxRows, undefined, { gate: s.qg });
   linear(rec, l.o, s.attn, s.h, T, { accumulate: true });
 }
 
-/** Spec §3.6: down(silu(gate(x)) ⊙ up(x)), added onto h. */
-function mlp(f: ForwardPass, m: Mlp): void {
+/** Spec §3.6: x = post_attention_layernorm(h); down(silu(gate(x)) ⊙ up(x)), added onto h. */
+function mlp(f: ForwardPass, m: Mlp, postNorm: GPUBuffer): void {
   const { rec, cfg, s, T } = f;
+  const x = normed(f, postNorm, members(m.gateUp), T);
   if (Array.isArray(m.gateUp)) {
-    projections(rec, m.gateUp, s.x, [s.mlpGate, s.mlpUp], T);
+    projections(rec, m.gateUp, x, [s.mlpGate, s.mlpUp], T);
     swiglu(rec, s.mlpGate, s.mlpUp, s.mlpAct, T * cfg.intermediateSize);
   } else {
-    linearSwiglu(rec, m.gateUp, s.x, s.mlpAct, T);
+    linearSwiglu(rec, m.gateUp, x.x, s.mlpAct, T, { norm: x.norm });
   }
   linear(rec, m.down, s.mlpAct, s.h, T, { accumulate: true });
 }
