@@ -7,9 +7,18 @@ import { resolve } from 'node:path';
 // run multi-threaded (SharedArrayBuffer) like it would for a user who measures it fairly. The chat pages stay as
 // they are: isolation would make every cross-origin model download need CORP or CORS headers.
 export const ISOLATION_HEADERS = { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' };
+/**
+ * The page itself and what it loads (a worker's script must carry COEP too, or an isolated page may not start it:
+ * ORT's wasm threads are such workers), told apart by the Referer of the page's requests.
+ */
+export function isBenchRequest(path: string, referer: string | undefined): boolean {
+  const bench = /\/bench(\.html)?(\?|$)/;
+  return bench.test(path) || (referer !== undefined && bench.test(new URL(referer).pathname));
+}
+
 function isolateBenchPage(): Plugin {
   const middleware: Connect.NextHandleFunction = (req, res, next) => {
-    if (/^\/bench(\.html)?(\?|$)/.test(req.url ?? '')) {
+    if (isBenchRequest(req.url ?? '', req.headers.referer)) {
       for (const [k, v] of Object.entries(ISOLATION_HEADERS)) res.setHeader(k, v);
     }
     next();

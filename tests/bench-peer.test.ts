@@ -72,6 +72,24 @@ test('runOrtPeer: a checked, timed row on the wasm EP; a failing EP is named in 
   assert.match(r.note!, /wasm EP: M1 K256 N96 \d+ nodes?\/run/);
 });
 
+test('runOrtPeer: an EP that never answers is given up after timeoutMs and named; the next EP still runs', { timeout: 120_000 }, async () => {
+  // An InferenceSession.create that never settles for the "stuck" EP, as ORT does when a wasm thread cannot start.
+  const create = ort.InferenceSession.create.bind(ort.InferenceSession) as (...a: unknown[]) => Promise<unknown>;
+  const stuck = {
+    ...ort,
+    InferenceSession: {
+      create: (model: unknown, o: { executionProviders?: string[] }) =>
+        (o?.executionProviders?.includes('stuck') ? new Promise(() => {}) : create(model, o)),
+    },
+  } as unknown as typeof ort;
+  const t0 = Date.now();
+  const r = await runOrtPeer(stuck, 100, { cases: peerCases('tiny'), executionProviders: ['stuck', 'wasm'], runs: 3, timeoutMs: 1500 });
+  assert.ok(Date.now() - t0 < 60_000);
+  assert.match(r.note!, /stuck EP failed: stuck EP K256 N96: no result after 2 s/);
+  assert.match(r.name, /\(wasm EP\)$/);
+  assert.equal(r.rows.length, 1);
+});
+
 test('report: the peer table and the comparison with our row of the same shape and group size', () => {
   const row = (kernel: string, groupSize: number, medianMs: number): KernelRow => ({
     kernel, shape: 'M1 K5120 N17408', bits: 4, groupSize, medianMs, gbps: 1, pctCeiling: 1, maxErr: 1e-7,

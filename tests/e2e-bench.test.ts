@@ -8,12 +8,12 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import { mkdirSync, readFileSync } from 'node:fs';
-import { basename, extname, join, resolve } from 'node:path';
+import { extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Browser } from 'playwright-core';
 import { CONTENT_TYPES, launchChromium, siteFile } from './browser.ts';
 import { kernelCases } from '../src/bench/shapes.ts';
-import { ISOLATION_HEADERS } from '../vite.config.ts';
+import { isBenchRequest, ISOLATION_HEADERS } from '../vite.config.ts';
 
 const root = resolve(fileURLToPath(new URL('..', import.meta.url)));
 const site = join(root, 'dist/demo');
@@ -33,7 +33,7 @@ before(async () => {
     // application/wasm: ORT's binary compiles while streaming only under that type.
     const type = extname(file) === '.wasm' ? 'application/wasm' : CONTENT_TYPES[extname(file)] ?? 'application/octet-stream';
     // The bench page cross-origin isolated, as the dev server serves it (vite.config.ts): ORT's wasm EP threads.
-    const isolation = /^bench\.html$/.test(basename(file)) ? ISOLATION_HEADERS : {};
+    const isolation = isBenchRequest(req.url!, req.headers.referer) ? ISOLATION_HEADERS : {};
     res.writeHead(200, { 'Content-Type': type, 'Cache-Control': 'no-store', ...isolation });
     res.end(readFileSync(file));
   });

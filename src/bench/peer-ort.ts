@@ -236,6 +236,19 @@ export interface OrtPeerOptions {
   checkRows?: number;
   /** Called before each (EP, shape), so a page can repaint. */
   onProgress?: (label: string) => void | Promise<void>;
+  /**
+   * One (EP, shape) measurement that takes longer than this is given up and named in the note (default 10 min):
+   * ORT waits forever when, say, a wasm thread's worker cannot start.
+   */
+  timeoutMs?: number;
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no result after ${Math.round(ms / 1000)} s`)), ms);
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
 interface EpResult { ep: string; rows: KernelRow[]; nodes: number[]; error?: string }
@@ -359,7 +372,7 @@ export async function runOrtPeer(ort: OrtModule, ceilingGBps: number, opts: OrtP
     try {
       for (const c of opts.cases) {
         await opts.onProgress?.(`peer: ORT ${ep} MatMulNBits K${c.shape.K} N${c.shape.N}`);
-        const m = await measure(ort, ep, c, ceilingGBps, opts);
+        const m = await withTimeout(measure(ort, ep, c, ceilingGBps, opts), opts.timeoutMs ?? 600_000, `${ep} EP K${c.shape.K} N${c.shape.N}`);
         r.rows.push(m.row);
         r.nodes.push(m.nodes);
       }
