@@ -144,6 +144,21 @@ function isSkipped(rawName: string, normalised: string): boolean {
     rawName.startsWith('model.visual.');
 }
 
+/** A tensor the text model never reads (vision tower, MTP head), by its name in the files or the shard index. */
+export function isSkippedTensor(rawName: string): boolean {
+  return isSkipped(rawName, normaliseName(rawName));
+}
+
+/**
+ * The shards of a weight_map that hold at least one tensor the text model reads, sorted: a shard of only vision
+ * tower or MTP tensors is neither downloaded nor opened.
+ */
+export function neededShards(weightMap: Map<string, string>): string[] {
+  const needed = new Set<string>();
+  for (const [name, file] of weightMap) if (!isSkippedTensor(name)) needed.add(file);
+  return [...needed].sort();
+}
+
 /**
  * config.json and the shard index are a few KB to a few hundred KB; anything this large is not one of them, and
  * reading it whole (it is read in one piece) could exhaust memory.
@@ -196,7 +211,7 @@ async function listWeightFiles(src: ByteSource): Promise<{ files: string[]; weig
     }
     weightMap.set(name, file);
   }
-  return { files: [...new Set(weightMap.values())].sort(), weightMap };
+  return { files: neededShards(weightMap), weightMap };
 }
 
 /** Collects problems so one run reports all of them, not just the first. */
@@ -349,6 +364,8 @@ function overrideWarnings(c: ModelConfig, layout: LayoutModule[], headDropped: b
 function checkWeightMap(weightMap: Map<string, string>, headers: SafetensorsHeader[], report: (m: string) => void): void {
   const byFile = new Map(headers.map((h) => [h.file, h]));
   for (const [name, file] of weightMap) {
+    // A shard left unopened holds only skipped tensors (neededShards): there is nothing of it to check.
+    if (!byFile.has(file) && isSkippedTensor(name)) continue;
     if (!byFile.get(file)?.tensors.has(name)) {
       report(`${INDEX_FILE}: weight_map puts "${name}" in ${file}, but ${file} has no tensor of that name`);
     }

@@ -3,6 +3,7 @@
 // file layout (a local static server, a mirror).
 
 import { FormatError, isNotFound, type ByteSource } from '../format/safetensors.ts';
+import { neededShards } from '../format/checkpoint.ts';
 
 export interface ResolveOptions {
   /** Hub host for repo ids; default https://huggingface.co. */
@@ -87,15 +88,18 @@ async function shardNames(src: ByteSource, indexSize: number): Promise<string[]>
   if (!wm || typeof wm !== 'object' || Array.isArray(wm)) {
     throw new FormatError(`${INDEX_FILE}: expected an object with a "weight_map" object`);
   }
-  const names = new Set<string>();
+  const map = new Map<string, string>();
   for (const [tensor, file] of Object.entries(wm as Record<string, unknown>)) {
     if (typeof file !== 'string' || !file || file.includes('..') || file.startsWith('/')) {
       throw new FormatError(`${INDEX_FILE}: weight_map["${tensor}"] must be a shard file name, found ${JSON.stringify(file)}`);
     }
-    names.add(file);
+    map.set(tensor, file);
   }
-  if (names.size === 0) throw new FormatError(`${INDEX_FILE}: weight_map lists no shards`);
-  return [...names].sort();
+  if (map.size === 0) throw new FormatError(`${INDEX_FILE}: weight_map lists no shards`);
+  // Shards of only vision tower / MTP tensors (VL and MTP releases) are not downloaded: the text model never reads them.
+  const names = neededShards(map);
+  if (names.length === 0) throw new FormatError(`${INDEX_FILE}: weight_map lists only vision tower / MTP tensors, no text model`);
+  return names;
 }
 
 async function weightFiles(src: ByteSource): Promise<ModelFile[]> {
