@@ -7,7 +7,7 @@ import { readF32, uploadBytes, type GpuContext } from '../src/gpu/context.ts';
 import { directRecorder } from '../src/gpu/plan.ts';
 import { maxAbsError } from '../src/bench/data.ts';
 import {
-  createFusedLinear, createGpuLinear, destroyGpuLinear, embedGather, linear, linearOptions, linearSplit, linearSwiglu, linearTuning, matvecTokens,
+  canFoldNorm, createFusedLinear, createGpuLinear, destroyGpuLinear, embedGather, linear, linearOptions, linearSplit, linearSwiglu, linearTuning, matvecTokens,
   type GpuLinear, type LinearFormat, type ScaleDtype,
 } from '../src/gpu/linear.ts';
 import { dequantizeAffine, quantizeAffine, toFloatDType } from '../src/format/quant.ts';
@@ -401,6 +401,18 @@ test('RMSNorm folded into the affine matvec: every bit width, write / split / Sw
       Object.assign(linearOptions, saved);
     }
   }
+  // A split with the gain needs 9 storage buffers: on an adapter at WebGPU's default limit of 8 it does not fold.
+  const limited = { ...ctx, limits: { maxStorageBuffersPerShaderStage: 8 } as GPUSupportedLimits };
+  const fmt: LinearFormat = { kind: 'affine', bits: 4, groupSize: 64, scaleDtype: 'bf16' };
+  const parts = [8, 8, 8].map((r, i) => member(r, 64, fmt, 500 + i, `p${i}`));
+  const split3 = createFusedLinear(ctx, 'split', 'split', parts);
+  const plain = make(ctx, 8, 64, fmt, 503);
+  assert.equal(canFoldNorm(ctx, split3, 1), ctx.limits.maxStorageBuffersPerShaderStage >= 9);
+  assert.equal(canFoldNorm(limited, split3, 1), false);
+  assert.equal(canFoldNorm(limited, plain.lin, 1), true);
+  destroyGpuLinear(split3);
+  destroyGpuLinear(plain.lin);
+
   // Where the norm cannot fold (float weights; the GEMM), the call is refused, not silently wrong.
   const f = make(ctx, 8, 64, { kind: 'float', dtype: 'bf16' }, 1);
   const g = uploadBytes(ctx, new Float32Array(64).fill(1));

@@ -327,7 +327,10 @@ export interface LinearNorm { gain: GPUBuffer; eps: number }
  * matvec do not), so the caller normalises into a buffer first otherwise.
  */
 export function canFoldNorm(ctx: GpuContext, lin: GpuLinear, M: number): boolean {
-  return lin.format.kind === 'affine' && M <= linearTuning(ctx).matvecMaxM;
+  // Storage buffers of the kernel with the gain: weight, scales, biases, x, y (+ 3 more outputs for a split) + gain.
+  // A split needs 9, one more than WebGPU's default maxStorageBuffersPerShaderStage of 8.
+  const storage = 6 + (lin.fused?.kind === 'split' ? 3 : 0);
+  return lin.format.kind === 'affine' && M <= linearTuning(ctx).matvecMaxM && storage <= ctx.limits.maxStorageBuffersPerShaderStage;
 }
 
 type Output =
