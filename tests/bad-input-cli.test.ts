@@ -88,6 +88,8 @@ test('malformed arguments: exit 2 with a one-line message naming the flag', asyn
     [['generate', ...m(), '--ids', '1', '--max-tokens', '0x10'], /--max-tokens: "0x10" is not a decimal integer/],
     [['generate', ...m(), '--ids', '1', '--max-tokens', '99999999999999999999'], /--max-tokens: 99999999999999999999 is out of range/],
     [['logits', ...m(), '--ids', '1', '--bogus'], /unknown flag --bogus/],
+    [['logits', ...m(), '--ids', '1', '--gpu-limits', 'low'], /--gpu-limits: "low" is not "max" or "default"/],
+    [['inspect', ...m(), '--gpu-limits', 'default'], /--gpu-limits does not apply to inspect/],
     [['generate', ...m(), '--ids', '1', '--then', '2'], /--then does not apply to generate/],
     [['inspect', ...m(), '--ids', '1'], /--ids does not apply to inspect/],
     [['logits', '--ids', '1'], /--model is required/],

@@ -48,12 +48,12 @@ function serve(dir: string): Promise<{ server: Server; url: string; requests: st
   }));
 }
 
-async function checkGolden(model: string, name: string): Promise<number> {
+async function checkGolden(model: string, name: string, extra: string[] = []): Promise<number> {
   const golden: Golden = JSON.parse(readFileSync(join(refDir, name, 'golden.json'), 'utf8'));
   let worst = 0;
   for (const [pi, p] of golden.prompts.entries()) {
     const then = p.greedy_tokens.slice(0, p.steps.length - 1);
-    const r = await cli(['logits', '--model', model, '--ids', p.ids.join(','), '--then', then.join(','), '--json']);
+    const r = await cli(['logits', '--model', model, '--ids', p.ids.join(','), '--then', then.join(','), '--json', ...extra]);
     assert.equal(r.code, 0, r.stderr);
     const out = JSON.parse(r.stdout) as { logits: number[][] };
     assert.equal(out.logits.length, p.steps.length);
@@ -83,6 +83,11 @@ test('CLI logits over HTTP (Range requests) equal the folder run', async () => {
   } finally {
     server.close();
   }
+});
+
+test('CLI logits with --gpu-limits default (no optional feature, WebGPU default limits) match the reference', async () => {
+  const worst = await checkGolden(join(refDir, 'pub-unsloth3'), 'pub-unsloth3', ['--gpu-limits', 'default']);
+  console.log(`pub-unsloth3 --gpu-limits default: max |Δ| = ${worst.toExponential(3)}`);
 });
 
 test('CLI generate prints the greedy continuation of the reference', async () => {

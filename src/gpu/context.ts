@@ -38,8 +38,17 @@ const WANTED_LIMITS = [
   'maxComputeWorkgroupSizeX',
 ] as const;
 
-/** Request a device with every useful feature and the adapter's maximum for the limits we use. */
-export async function requestGpuDevice(adapter: GPUAdapter): Promise<GPUDevice> {
+/**
+ * 'max' (default): every useful optional feature and the adapter's maximum for the limits we use. 'default': no
+ * optional feature and WebGPU's default limits, what the most conservative device offers (the kernels pick their
+ * variants from ctx.features and ctx.limits, so everything runs the same either way).
+ */
+export type GpuLimitsMode = 'max' | 'default';
+
+/** Request a device for `mode` (see GpuLimitsMode). */
+export async function requestGpuDevice(adapter: GPUAdapter, mode: GpuLimitsMode = 'max'): Promise<GPUDevice> {
+  if (mode === 'default') return adapter.requestDevice();
+  if (mode !== 'max') throw new Error(`GPU limits must be 'max' or 'default', got ${String(mode)}`);
   const requiredFeatures: GPUFeatureName[] = [];
   for (const f of ['shader-f16', 'subgroups', 'timestamp-query'] as GPUFeatureName[]) {
     if (adapter.features.has(f)) requiredFeatures.push(f);
@@ -50,11 +59,11 @@ export async function requestGpuDevice(adapter: GPUAdapter): Promise<GPUDevice> 
 }
 
 /** In a browser (page or worker): navigator.gpu's high-performance adapter and a device from requestGpuDevice. */
-export async function requestBrowserGpuDevice(): Promise<GPUDevice> {
+export async function requestBrowserGpuDevice(mode: GpuLimitsMode = 'max'): Promise<GPUDevice> {
   if (!('gpu' in navigator)) throw new Error('WebGPU is not available in this browser (navigator.gpu is missing)');
   const adapter = await navigator.gpu.requestAdapter({ powerPreference: 'high-performance' });
   if (!adapter) throw new Error('no WebGPU adapter is available');
-  return requestGpuDevice(adapter);
+  return requestGpuDevice(adapter, mode);
 }
 
 export function createGpuContext(device: GPUDevice): GpuContext {

@@ -59,6 +59,17 @@ function scanColumns(ctx: GpuContext, Dk: number, Dv: number, want?: number): nu
   return bv;
 }
 
+/** Storage buffers of the prep kernel (u, a, b, A_log, dt_bias and the four per-chunk work arrays). */
+const PREP_STORAGE_BUFFERS = 9;
+
+/**
+ * Whether this device can run the chunked form: the prep kernel binds 9 storage buffers, one more than WebGPU's
+ * default maxStorageBuffersPerShaderStage; a device at the default limits runs the recurrent kernel instead.
+ */
+export function canRunChunked(ctx: GpuContext): boolean {
+  return ctx.limits.maxStorageBuffersPerShaderStage >= PREP_STORAGE_BUFFERS;
+}
+
 /**
  * Gated delta rule over T tokens, chunked form. u [T, 2·Hk·Dk + Hv·Dv] = [q | k | v] (after conv + SiLU);
  * a, b [T, Hv]; aLog, dtBias [Hv]; state [Hv, Dk, Dv] updated in place; out [T, Hv, Dv]. Same contract as

@@ -8,7 +8,7 @@ import type { GpuContext } from '../gpu/context.ts';
 import { canFoldNorm, embedGather, linear, linearSplit, linearSwiglu, type GpuLinear, type LinearNorm } from '../gpu/linear.ts';
 import type { Recorder } from '../gpu/plan.ts';
 import { attentionPrefill } from '../gpu/attention-prefill.ts';
-import { gatedDeltaChunked } from '../gpu/gated-delta-chunk.ts';
+import { canRunChunked, gatedDeltaChunked } from '../gpu/gated-delta-chunk.ts';
 import {
   attention, conv1dCausal, gatedDelta, normRope, rmsNorm, rmsNormGated, swiglu,
 } from '../gpu/ops.ts';
@@ -162,7 +162,7 @@ function gatedDeltaNet(f: ForwardPass, l: LinearAttnWeights, st: LinearLayerStat
   const { convDim } = dims(cfg);
   projections(rec, l.inProj, normed(f, l.inputNorm, members(l.inProj), T), [s.m, s.z, s.b, s.a], T);
   conv1dCausal(rec, s.m, st.conv, l.conv, s.u, T, convDim, cfg.convKernel);
-  const deltaRule = T >= GDN_CHUNKED_MIN_T ? gatedDeltaChunked : gatedDelta;
+  const deltaRule = T >= GDN_CHUNKED_MIN_T && canRunChunked(rec.ctx) ? gatedDeltaChunked : gatedDelta;
   deltaRule(rec, s.u, s.a, s.b, l.aLog, l.dtBias, st.recurrent, s.o, T, {
     Hk: cfg.linearNumKeyHeads, Hv: cfg.linearNumValueHeads, Dk: cfg.linearKeyHeadDim, Dv: cfg.linearValueHeadDim,
   });

@@ -4,6 +4,7 @@
 import { statSync } from 'node:fs';
 import './shaders-node.ts';
 import { getNodeGpu } from './dawn.ts';
+import type { GpuLimitsMode } from '../gpu/context.ts';
 import { dirSource } from './fs-source.ts';
 import { httpSource } from '../store/http-source.ts';
 import { describeError } from '../store/fetch-range.ts';
@@ -19,8 +20,8 @@ export const EXIT = { ok: 0, runtime: 1, usage: 2 } as const;
 
 const USAGE = `usage:
   qwen-webgpu inspect  --model DIR|URL [--context N] [--json]
-  qwen-webgpu logits   --model DIR|URL --ids 1,2,3 [--then 4,5,6] [--context N] [--json]
-  qwen-webgpu generate --model DIR|URL --ids 1,2,3 [--max-tokens N] [--context N] [--json]
+  qwen-webgpu logits   --model DIR|URL --ids 1,2,3 [--then 4,5,6] [--context N] [--gpu-limits max|default] [--json]
+  qwen-webgpu generate --model DIR|URL --ids 1,2,3 [--max-tokens N] [--context N] [--gpu-limits max|default] [--json]
   qwen-webgpu bench    [--quick | --full | --tiny] [--no-model] [--out FILE] [--json]
 
   --model DIR|URL  a checkpoint folder (a Hugging Face cache snapshot folder works) or an http(s) base URL,
@@ -31,6 +32,8 @@ const USAGE = `usage:
   --context N      KV-cache capacity in tokens, 1 to max_position_embeddings (inspect: default
                    min(4096, max_position_embeddings); logits, generate: default what the run needs, at least 16).
                    The prompt plus --then or --max-tokens must fit in it.
+  --gpu-limits M   logits, generate: "max" (default) asks the adapter for its largest limits and every useful
+                   feature; "default" for WebGPU's default limits and no optional feature (a conservative device)
   --json           machine-readable output; logits prints {"logits": [[...], ...]} (full vocabulary, f32);
                    bench prints the report as JSON instead of the table
   --quick, --full  bench: a smaller suite (a few minutes on SwiftShader) or every shape and format (slow);
@@ -64,7 +67,7 @@ type Command = (typeof COMMANDS)[number];
 const FLAG_KINDS = {
   model: 'string', ids: 'string', then: 'string', 'max-tokens': 'string', context: 'string',
   json: 'boolean', progress: 'boolean', quiet: 'boolean', debug: 'boolean', help: 'boolean',
-  out: 'string', quick: 'boolean', full: 'boolean', tiny: 'boolean', 'no-model': 'boolean',
+  out: 'string', quick: 'boolean', full: 'boolean', tiny: 'boolean', 'no-model': 'boolean', 'gpu-limits': 'string',
 } as const;
 type Flag = keyof typeof FLAG_KINDS;
 
@@ -72,8 +75,8 @@ const COMMON_FLAGS: Flag[] = ['json', 'progress', 'quiet', 'debug', 'help'];
 const MODEL_FLAGS: Flag[] = ['model', 'context'];
 const COMMAND_FLAGS: Record<Command, Flag[]> = {
   inspect: MODEL_FLAGS,
-  logits: [...MODEL_FLAGS, 'ids', 'then'],
-  generate: [...MODEL_FLAGS, 'ids', 'max-tokens'],
+  logits: [...MODEL_FLAGS, 'ids', 'then', 'gpu-limits'],
+  generate: [...MODEL_FLAGS, 'ids', 'max-tokens', 'gpu-limits'],
   bench: ['out', 'quick', 'full', 'tiny', 'no-model'],
 };
 
@@ -133,6 +136,7 @@ interface Plan {
   maxTokens: number;
   json: boolean;
   progress: boolean;
+  gpuLimits: GpuLimitsMode;
 }
 
 function plan(command: Plan['command'], flags: Map<Flag, string | true>): Plan {
@@ -144,7 +148,13 @@ function plan(command: Plan['command'], flags: Map<Flag, string | true>): Plan {
     command, model, ids: [], then: [], maxTokens: 0, json: flags.has('json'),
     progress: !flags.has('quiet') && (flags.has('progress') || !!process.stderr.isTTY),
     context: str('context') === undefined ? undefined : parseCount('context', str('context')!, 1),
+    gpuLimits: 'max',
   };
+  const limits = str('gpu-limits');
+  if (limits !== undefined) {
+    if (limits !== 'max' && limits !== 'default') throw new UsageError(`--gpu-limits: ${JSON.stringify(limits)} is not "max" or "default"`);
+    p.gpuLimits = limits;
+  }
   if (command === 'inspect') return p;
   if (str('ids') === undefined) throw new UsageError('--ids is required');
   p.ids = parseIds('ids', str('ids')!);
@@ -342,7 +352,7 @@ async function run(p: Plan, src: ByteSource, progress: Progress): Promise<void> 
   warn(ckpt);
   checkAgainstModel(p, ckpt.config);
   const contextLength = p.context ?? Math.min(Math.max(needed(p), 16), ckpt.config.maxPositionEmbeddings);
-  const ctx = await getNodeGpu();
+  const ctx = await getNodeGpu(p.gpuLimits);
   let engine;
   try {
     engine = await loadEngine(ctx, src, { contextLength, onProgress: (done, total) => progress.onUpload(done, total) });

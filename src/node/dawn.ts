@@ -3,7 +3,7 @@
 // user has not chosen a driver, so the CLI and the tests run anywhere.
 import { existsSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { createGpuContext, requestGpuDevice, type GpuContext } from '../gpu/context.ts';
+import { createGpuContext, requestGpuDevice, type GpuContext, type GpuLimitsMode } from '../gpu/context.ts';
 import { setDefaultTuningStore } from '../gpu/autotune.ts';
 import { fileTuningStore } from './tuning-file.ts';
 
@@ -41,20 +41,36 @@ async function importDawn(): Promise<typeof import('webgpu')> {
   }
 }
 
-let cached: Promise<GpuContext> | undefined;
 /** Dawn is torn down when its GPU object is garbage-collected (webgpu README, "Lifetime"): keep it reachable. */
 // A module variable is not enough: a bundler drops a store that nothing reads (the compiled CLI then segfaulted
 // once the collector ran), so the instance hangs off globalThis, which no bundler can prove unused.
 const DAWN_INSTANCE = Symbol.for('qwen-webgpu.dawn-instance');
 
-/** One Dawn device per process (creating many is slow and leaks on some drivers). */
-export function getNodeGpu(): Promise<GpuContext> {
-  cached ??= (async () => {
+const cached = new Map<GpuLimitsMode, Promise<GpuContext>>();
+let instance: Promise<GPU> | undefined;
+
+/** The one Dawn instance of the process (every device of every limits mode comes from it). */
+function dawnInstance(): Promise<GPU> {
+  instance ??= (async () => {
     chooseVulkanDriver();
     const { create, globals } = await importDawn();
     Object.assign(globalThis, globals);
     const gpu: GPU = create([]);
     (globalThis as Record<symbol, unknown>)[DAWN_INSTANCE] = gpu;
+    return gpu;
+  })();
+  return instance;
+}
+
+/**
+ * One Dawn device per process and limits mode (creating many is slow and leaks on some drivers); 'default' asks
+ * for WebGPU's default limits and no optional feature (the conservative-device mode).
+ */
+export function getNodeGpu(mode: GpuLimitsMode = 'max'): Promise<GpuContext> {
+  let ready = cached.get(mode);
+  if (ready) return ready;
+  ready = (async () => {
+    const gpu = await dawnInstance();
     const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
     if (!adapter) {
       throw new Error(
@@ -62,7 +78,7 @@ export function getNodeGpu(): Promise<GpuContext> {
           'SwiftShader) and libvulkan1, or set VK_ICD_FILENAMES to a Vulkan driver manifest.',
       );
     }
-    const device = await requestGpuDevice(adapter);
+    const device = await requestGpuDevice(adapter, mode);
     device.addEventListener('uncapturederror', (e) => {
       console.error('WebGPU error:', (e as GPUUncapturedErrorEvent).error.message);
     });
@@ -70,5 +86,6 @@ export function getNodeGpu(): Promise<GpuContext> {
     setDefaultTuningStore(fileTuningStore());
     return createGpuContext(device);
   })();
-  return cached;
+  cached.set(mode, ready);
+  return ready;
 }
