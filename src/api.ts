@@ -74,6 +74,12 @@ export interface LoadOptions {
   name?: string;
   /** Bytes per IndexedDB chunk of a download (default 64 MiB). */
   chunkBytes?: number;
+  /**
+   * 'max' (default): the adapter's largest limits and every useful optional feature. 'default': WebGPU's default
+   * limits and no optional feature (no subgroups, shader-f16, timestamp-query), as the most conservative device
+   * offers; same replies. Switching modes replaces the worker's GPU device (the loaded model goes with it).
+   */
+  gpuLimits?: 'max' | 'default';
 }
 
 export interface LoadProgress {

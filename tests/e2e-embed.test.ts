@@ -104,15 +104,15 @@ async function startEngine(page: Page, opts: Record<string, unknown> = {}, lib =
 }
 
 /** Loads the tiny model and answers one short greedy completion; returns what the engine said. */
-async function loadAndReply(page: Page, maxTokens = 3): Promise<{ tokens: number; text: string; finish: string }> {
-  return page.evaluate(async ({ model, maxTokens }) => {
+async function loadAndReply(page: Page, maxTokens = 3, load: Record<string, unknown> = {}): Promise<{ tokens: number; text: string; finish: string }> {
+  return page.evaluate(async ({ model, maxTokens, load }) => {
     const engine = (window as any).engine;
-    await engine.load(`${location.origin}${model}`, { contextLength: 256 });
+    await engine.load(`${location.origin}${model}`, { contextLength: 256, ...load });
     const r = await engine.chat.completions.create({
       messages: [{ role: 'user', content: 'Hi' }], max_tokens: maxTokens, temperature: 0, enable_thinking: false,
     });
     return { tokens: r.usage.completion_tokens, text: r.choices[0].message.content ?? '', finish: r.choices[0].finish_reason };
-  }, { model: MODEL, maxTokens });
+  }, { model: MODEL, maxTokens, load });
 }
 
 const clearCache = (page: Page) => page.evaluate((id) => (window as any).engine.cache.delete(id), `${origin}${MODEL}`);
@@ -259,6 +259,33 @@ test('two tabs load one model into an empty cache at once; both reply, and the w
   } finally {
     await a.close();
     await b.close();
+  }
+});
+
+test('load({ gpuLimits: "default" }): a device with no optional feature gives the same reply; a bad mode is refused', { timeout: 600_000 }, async () => {
+  const page = await hostPage();
+  try {
+    assert.ok((await startEngine(page)).ok);
+    const full = await loadAndReply(page, 3);
+    const caps = () => page.evaluate(() => (window as any).engine.capabilities());
+    const before = await caps();
+    const conservative = await loadAndReply(page, 3, { gpuLimits: 'default' });
+    const after = await caps();
+    assert.equal(after.subgroups, false);
+    assert.equal(after.timestampQuery, false);
+    assert.equal(after.maxStorageBufferBindingSize, 128 * 2 ** 20, 'WebGPU default limit');
+    assert.ok(before.maxStorageBufferBindingSize >= after.maxStorageBufferBindingSize);
+    assert.equal(conservative.text, full.text, 'same greedy reply on the conservative device');
+    const bad = await page.evaluate(() => (window as any).engine.load('x', { gpuLimits: 'huge' }).then(() => 'loaded', (e: Error) => e.message));
+    assert.match(bad, /gpuLimits must be 'max' or 'default', got "huge"/);
+    const still = await page.evaluate(() => (window as any).engine.chat.completions.create({
+      messages: [{ role: 'user', content: 'Hi' }], max_tokens: 3, temperature: 0, enable_thinking: false,
+    }).then((r: any) => r.choices[0].message.content, (e: Error) => `error: ${e.message}`));
+    assert.equal(still, full.text, 'the refused load left the loaded model in place');
+    // And back: a max-limits load after the conservative one works too.
+    assert.equal((await loadAndReply(page, 3, { gpuLimits: 'max' })).text, full.text);
+  } finally {
+    await page.close();
   }
 });
 

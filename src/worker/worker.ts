@@ -2,7 +2,7 @@
 // through Comlink (src/worker/client.ts). One model and one running completion at a time.
 import * as Comlink from 'comlink';
 import '../gpu/shaders-vite.ts';
-import { createGpuContext, requestBrowserGpuDevice, type GpuContext } from '../gpu/context.ts';
+import { createGpuContext, requestBrowserGpuDevice, type GpuContext, type GpuLimitsMode } from '../gpu/context.ts';
 import type { ByteSource } from '../format/safetensors.ts';
 import { openChatModel, type ChatModel } from '../engine/chat-model.ts';
 import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest } from '../engine/chat.ts';
@@ -14,13 +14,22 @@ import { setDefaultTuningStore } from '../gpu/autotune.ts';
 import type { LoadOptions, LoadProgress, WorkerApi } from './protocol.ts';
 
 let gpu: GpuContext | undefined;
+let gpuMode: GpuLimitsMode = 'max';
 let model: ChatModel | undefined;
 let abort: AbortController | undefined;
 let onDeviceLost: ((message: string) => void) | undefined;
 
-async function getGpu(): Promise<GpuContext> {
-  if (gpu) return gpu;
-  const device = await requestBrowserGpuDevice();
+/** The worker's device for `mode`; a device of the other mode is destroyed first (its model is unloaded). */
+async function getGpu(mode: GpuLimitsMode = gpuMode): Promise<GpuContext> {
+  if (gpu && gpuMode === mode) return gpu;
+  if (gpu) {
+    unload();
+    const old = gpu;
+    gpu = undefined;
+    old.device.destroy();
+  }
+  gpuMode = mode;
+  const device = await requestBrowserGpuDevice(mode);
   const ctx = createGpuContext(device);
   // Measured kernel tunings are kept per adapter in IndexedDB: only the first load on this adapter measures.
   setDefaultTuningStore(idbTuningStore());
@@ -58,6 +67,9 @@ const api: WorkerApi = {
   },
 
   async load(source: string | File[], opts: LoadOptions, progressCallback?: (p: LoadProgress) => void) {
+    // Refused before anything is unloaded: a bad option leaves the loaded model as it was.
+    const mode = opts.gpuLimits ?? 'max';
+    if (mode !== 'max' && mode !== 'default') throw new Error(`gpuLimits must be 'max' or 'default', got ${JSON.stringify(mode)}`);
     unload();
     // Like stream chunks: progress reports travel on their own port, so the reply waits until the main thread has
     // taken the last one (the port keeps them in order); else a late "uploading" report lands after "ready".
@@ -65,7 +77,7 @@ const api: WorkerApi = {
     const onProgress = progressCallback && ((p: LoadProgress) => {
       lastReport = Promise.resolve(progressCallback(p)).catch(() => {});
     });
-    const ctx = await getGpu();
+    const ctx = await getGpu(mode);
     let src: ByteSource;
     let modelId: string;
     if (typeof source === 'string') {
