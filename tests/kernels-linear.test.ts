@@ -78,16 +78,19 @@ async function checkLinear(ctx: GpuContext, label: string, m: Made, M: number, s
   check(`${label} M=${M} xOff=${xOffset}`, got, ref.linear(x, w, M, lin.rows, lin.cols));
 }
 
-/** Runs `body` with the matvec reduced through workgroup memory (lanes up to 32) instead of subgroup shuffles. */
-async function withWorkgroupReduction(body: () => Promise<void>): Promise<void> {
+/** Runs `body` with subgroup shuffles allowed or not (then the matvec reduces through workgroup memory). */
+async function withSubgroups(useSubgroups: boolean, body: () => Promise<void>): Promise<void> {
   const saved = { ...linearOptions };
-  linearOptions.useSubgroups = false;
+  linearOptions.useSubgroups = useSubgroups;
   try {
     await body();
   } finally {
     Object.assign(linearOptions, saved);
   }
 }
+
+/** Runs `body` with the matvec reduced through workgroup memory (lanes up to 32) instead of subgroup shuffles. */
+const withWorkgroupReduction = (body: () => Promise<void>): Promise<void> => withSubgroups(false, body);
 
 const BITS = [2, 3, 4, 5, 6, 8] as const;
 const GROUPS = [32, 64, 128] as const;
@@ -140,9 +143,7 @@ test('affine linear: multi-token matvec (MT = 2, 4, 8 tokens per workgroup), eve
   assert.ok(maxM >= 9, `the crossover (${maxM}) leaves no M with two multi-token workgroups`);
   let seed = 150;
   for (const useSubgroups of [true, false]) {
-    const saved = { ...linearOptions };
-    linearOptions.useSubgroups = useSubgroups;
-    try {
+    await withSubgroups(useSubgroups, async () => {
       for (const bits of BITS) {
         const groupSize = GROUPS[(bits + 1) % 3];
         const rows = 23;
@@ -161,9 +162,7 @@ test('affine linear: multi-token matvec (MT = 2, 4, 8 tokens per workgroup), eve
         }
         destroyGpuLinear(m.lin);
       }
-    } finally {
-      Object.assign(linearOptions, saved);
-    }
+    });
   }
 });
 
@@ -344,9 +343,7 @@ test('RMSNorm folded into the affine matvec: every bit width, write / split / Sw
   const eps = 1e-6;
   let seed = 400;
   for (const useSubgroups of [true, false]) {
-    const saved = { ...linearOptions };
-    linearOptions.useSubgroups = useSubgroups;
-    try {
+    await withSubgroups(useSubgroups, async () => {
       for (const bits of BITS) {
         const groupSize = GROUPS[bits % 3];
         const cols = groupSize * 4;
@@ -397,9 +394,7 @@ test('RMSNorm folded into the affine matvec: every bit width, write / split / Sw
         }
         gainBuf.destroy();
       }
-    } finally {
-      Object.assign(linearOptions, saved);
-    }
+    });
   }
   // A split with the gain needs 9 storage buffers: on an adapter at WebGPU's default limit of 8 it does not fold.
   const limited = { ...ctx, limits: { maxStorageBuffersPerShaderStage: 8 } as GPUSupportedLimits };

@@ -12,6 +12,7 @@ import {
 } from './linear.ts';
 import { createStepBuffer, destroyPlan, recordPlan, replayPlan } from './plan.ts';
 import { timeKernel } from '../bench/timing.ts';
+import { randomBytes } from '../bench/data.ts';
 
 /** Bump when a kernel change makes stored tunings stale. */
 export const TUNING_VERSION = 1;
@@ -65,18 +66,11 @@ function isTuning(v: unknown): v is LinearTuning {
 
 /** Random 4-bit g64 weights straight as packed words (their values do not matter to the timing). */
 function randomLinear(ctx: GpuContext, rows: number, cols: number): GpuLinear {
-  const words = new Uint32Array((rows * cols) / 8);
-  let s = 0x9e3779b9;
-  for (let i = 0; i < words.length; i++) {
-    s ^= s << 13; s ^= s >>> 17; s ^= s << 5;
-    words[i] = s >>> 0;
-  }
   // bf16 0x3c00 ≈ 0.0078: small scales and biases keep the sums finite.
   const groups = (rows * cols) / 64;
-  const sb = new Uint16Array(groups).fill(0x3c00);
-  const bytes = new Uint8Array(sb.buffer);
+  const sb = new Uint8Array(new Uint16Array(groups).fill(0x3c00).buffer);
   return createGpuLinear(ctx, { name: 'autotune', rows, cols, format: { kind: 'affine', bits: 4, groupSize: 64, scaleDtype: 'bf16' } },
-    { weight: new Uint8Array(words.buffer), scales: bytes, biases: bytes });
+    { weight: randomBytes((rows * cols) / 2, 0x9e3779b9), scales: sb, biases: sb });
 }
 
 /** Milliseconds per call of linear(M) under tuning `t` (a throwaway plan, replayed in one pass). */
