@@ -1,5 +1,6 @@
 // The chat demo: model picker, capability line, download/upload progress, cache manager, streaming chat.
-import { createEngine, type ChatCompletionRequest, type LoadProgress } from '../src/index.ts';
+import { createEngine, type ChatCompletionRequest, type LoadProgress, type PreflightReport } from '../src/index.ts';
+import { fmtBytes, formatPreflight } from '../src/engine/preflight-table.ts';
 import type { ChatMessage } from '../src/text/index.ts';
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
@@ -50,12 +51,48 @@ function onProgress(p: LoadProgress): void {
   all.dataset.phase = p.phase;
 }
 
-async function load(source: string | File[]): Promise<void> {
+/** The pre-flight verdict above the progress bars: a one-line summary, the table when opened. */
+function showPreflight(r: PreflightReport | Error): void {
+  const box = $<HTMLDetailsElement>('preflight-box');
+  box.hidden = false;
+  box.classList.toggle('refused', !(r instanceof Error) && !r.fits);
+  if (r instanceof Error) {
+    // The check is advisory: when it cannot run, the load goes ahead and reports its own error if there is one.
+    $('preflight-verdict').textContent = `Pre-flight check unavailable: ${r.message}`;
+    $('preflight').textContent = '';
+    return;
+  }
+  $('preflight-verdict').textContent = r.fits
+    ? `Pre-flight: fits (${fmtBytes(r.totalBytes)} of a ${fmtBytes(r.budgetBytes)} budget; up to ${r.maxContextThatFits} tokens of context)`
+    : `Pre-flight: does not fit (${fmtBytes(r.totalBytes)} of a ${fmtBytes(r.budgetBytes)} budget)`;
+  $('preflight').textContent = formatPreflight(r);
+  box.open = !r.fits;
+}
+
+let pendingSource: string | File[] | undefined;
+
+/** Checks the model before the download starts; a model that does not fit waits for "Load anyway". */
+async function load(source: string | File[], force = false): Promise<void> {
   showError('');
+  $('load-anyway').hidden = true;
   $<HTMLButtonElement>('load').disabled = true;
+  const contextLength = Number($<HTMLInputElement>('context').value) || undefined;
+  const budgetGiB = Number($<HTMLInputElement>('budget').value);
+  const memoryBudgetBytes = budgetGiB > 0 ? Math.floor(budgetGiB * 2 ** 30) : undefined;
   try {
+    if (!force) {
+      const report = await engine.preflight(source, { contextLength, memoryBudgetBytes }).catch((e: unknown) => (e instanceof Error ? e : new Error(String(e))));
+      showPreflight(report);
+      if (!(report instanceof Error) && !report.fits) {
+        const hint = report.maxContextThatFits > 0 ? `Set the context to ${report.maxContextThatFits} or less, or press` : 'Press';
+        showError(`Not loaded: ${report.reason}. ${hint} "Load anyway" to try regardless.`);
+        pendingSource = source;
+        $('load-anyway').hidden = false;
+        return;
+      }
+    }
     const info = await engine.load(source, {
-      contextLength: Number($<HTMLInputElement>('context').value) || undefined,
+      contextLength,
       onProgress,
       name: Array.isArray(source) ? 'local folder' : undefined,
       // ?chunk=BYTES: smaller IndexedDB chunks (the e2e tests use it to cut a download between chunks).
@@ -77,6 +114,7 @@ async function load(source: string | File[]): Promise<void> {
 }
 
 $('load').addEventListener('click', () => void load(chosenModel()));
+$('load-anyway').addEventListener('click', () => { if (pendingSource) void load(pendingSource, true); });
 $<HTMLInputElement>('folder').addEventListener('change', (e) => {
   const files = [...((e.target as HTMLInputElement).files ?? [])];
   if (files.length) void load(files);

@@ -1,4 +1,4 @@
-// out[t, :] = dequantised row ids[t] of an MLX affine table (the embedding). Prepended by qcommon.wgsl.
+// out[t, :] = dequantised row ids[t] of a quantized table (the embedding; MODE in qcommon.wgsl). Prepended by qcommon.wgsl.
 // One thread per 32-value chunk of an output row. A table split into row parts is gathered by one dispatch per part;
 // each writes only the tokens whose id falls inside its rows.
 
@@ -24,9 +24,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   if (id < P.row_start || id - P.row_start >= P.rows) { return; }
   let row = id - P.row_start;
   let q = chunk_codes(row * chunks * BITS + c * BITS);
-  let sb = scale_bias(row * (P.cols / GS) + c / (GS / 32u));
   let o = t * P.cols + c * 32u;
   for (var k = 0u; k < 8u; k++) {
+    // Per quad, since a chunk holds two groups when GS = 16.
+    let sb = scale_bias(row * (P.cols / GS) + (c * 32u + 4u * k) / GS);
     let v = sb.x * q[k] + sb.y;
     out[o + 4u * k] = v.x;
     out[o + 4u * k + 1u] = v.y;

@@ -1,4 +1,4 @@
-// y[M, rows] = x[M, cols] · Wᵀ for MLX affine weights when M is large enough (prefill) that weights should be read
+// y[M, rows] = x[M, cols] · Wᵀ for quantized weights (MODE in qcommon.wgsl) when M is large enough (prefill) that weights should be read
 // once per 64 tokens instead of once per token. Prepended by qcommon.wgsl; an output stage linear_out*.wgsl follows.
 // Tile: 64 weight rows × 64 tokens per workgroup, K in steps of one 32-value chunk. Each step dequantises the
 // 64 × 32 weight tile into workgroup memory (w = s·q + b, done once and shared by 64 tokens) next to the matching
@@ -41,7 +41,6 @@ fn main(
   let chunks = P.cols / 32u;
   let gpr = P.cols / GS;
   let wpr = chunks * BITS;
-  let cpg = GS / 32u;
 
   // Loader roles: 4 threads per weight row (8 values each) and 4 per token (8 x values each). Out-of-range rows
   // and tokens load a clamped, valid address; their results are never stored.
@@ -60,12 +59,13 @@ fn main(
     let lo = word(cb);
     var hi = 0u;
     if (need_hi) { hi = word(cb + 1u); }
-    let sb = scale_bias(lrow * gpr + c / cpg);
+    // This thread's 8 values lie in one group (GS ≥ 16).
+    let sb = scale_bias(lrow * gpr + (c * 32u + 8u * part) / GS);
     for (var v = 0u; v < 8u; v++) {
       let s = off + v * BITS;
       var q: u32;
       if (s < 32u) { q = funnel(lo, hi, s); } else { q = hi >> (s - 32u); }
-      wt[(8u * part + v) * TN + (li >> 2u)] = sb.x * f32(q & qmask()) + sb.y;
+      wt[(8u * part + v) * TN + (li >> 2u)] = sb.x * decode1(q & qmask()) + sb.y;
     }
     let xo = P.x_off + ltok * P.cols + c * 32u + 8u * part;
     for (var v = 0u; v < 8u; v++) {

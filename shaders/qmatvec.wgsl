@@ -1,4 +1,4 @@
-// y[m, row] = Σ_c x[m, c] · w[row, c] for MLX affine weights (decode: M is the z grid dimension and small).
+// y[m, row] = Σ_c x[m, c] · w[row, c] for quantized weights (MODE in qcommon.wgsl) (decode: M is the z grid dimension and small).
 // Assembled by linear.ts: qcommon.wgsl + this + qnorm.wgsl or qnorm_off.wgsl (the RMSNorm folded in, or not) +
 // qreduce_wg.wgsl or qreduce_sg.wgsl (which define finish() and slot_sum()) + one output stage, linear_out*.wgsl
 // (weight_row, store4: plain, accumulate, split into segments, or SwiGLU).
@@ -37,9 +37,11 @@ fn load_x(i: u32) -> f32 { return X[i >> 2u][i & 3u]; }
 // x-binding-end
 @group(0) @binding(5) var<storage, read_write> Y: array<f32>;
 
-// (scale, bias) of the group holding chunk c, for the four rows.
+// (scale, bias) of the group holding chunk c, for the four rows. With GS = 16 the chunk spans two groups and
+// chunk_dot_g applies their scales: 1 here.
 struct RowScales { s: vec4<f32>, b: vec4<f32> }
 fn chunk_scales(rows: vec4<u32>, gpr: u32, g: u32) -> RowScales {
+  if (GS < 32u) { return RowScales(vec4<f32>(1.0), vec4<f32>(0.0)); }
   let sb0 = scale_bias(rows.x * gpr + g);
   let sb1 = scale_bias(rows.y * gpr + g);
   let sb2 = scale_bias(rows.z * gpr + g);
@@ -51,14 +53,16 @@ var<private> chunk_sq: f32; // Σx² of the chunk chunk_rows just loaded (qnorm.
 
 // Chunk c of token m against the four rows: x into xs (scaled by the norm's gain, if any), then
 // scale · dot(q, x) + bias · Σx per row.
-fn chunk_rows(m: u32, c: u32, rows: vec4<u32>, wpr: u32, sb: RowScales) -> vec4<f32> {
+fn chunk_rows(m: u32, c: u32, rows: vec4<u32>, wpr: u32, gpr: u32, sb: RowScales) -> vec4<f32> {
   let xo = P.x_off + m * P.cols + c * 32u;
   xs[0] = load_x4(xo); xs[1] = load_x4(xo + 4u); xs[2] = load_x4(xo + 8u); xs[3] = load_x4(xo + 12u);
   xs[4] = load_x4(xo + 16u); xs[5] = load_x4(xo + 20u); xs[6] = load_x4(xo + 24u); xs[7] = load_x4(xo + 28u);
   chunk_sq = norm_gain_x();
   let sx = dot(xs[0] + xs[1] + xs[2] + xs[3] + xs[4] + xs[5] + xs[6] + xs[7], vec4<f32>(1.0));
   let wc = c * BITS;
-  let d = vec4<f32>(chunk_dot(rows.x * wpr + wc), chunk_dot(rows.y * wpr + wc), chunk_dot(rows.z * wpr + wc), chunk_dot(rows.w * wpr + wc));
+  let g = (c * 32u) / GS;
+  let d = vec4<f32>(chunk_dot_g(rows.x * wpr + wc, rows.x * gpr + g), chunk_dot_g(rows.y * wpr + wc, rows.y * gpr + g),
+    chunk_dot_g(rows.z * wpr + wc, rows.z * gpr + g), chunk_dot_g(rows.w * wpr + wc, rows.w * gpr + g));
   return sb.s * d + sb.b * sx;
 }
 
@@ -75,7 +79,6 @@ fn main(
   let chunks = P.cols / 32u;
   let gpr = P.cols / GS;
   let wpr = chunks * BITS;
-  let cpg = GS / 32u;
   // Rows past the end are computed on a valid row (weight_row clamps) and never stored: no divergence in the loop.
   // The R = 4 rows are written out by hand: not every compiler unrolls the loop and keeps the array in registers.
   let rows = vec4<u32>(weight_row(row0), weight_row(row0 + 1u), weight_row(row0 + 2u), weight_row(row0 + 3u));
@@ -87,7 +90,7 @@ fn main(
     var ss = 0.0;
     for (var c = lane; c < chunks; c += TPR) {
       norm_load_gain(c);
-      acc += chunk_rows(m0, c, rows, wpr, chunk_scales(rows, gpr, c / cpg));
+      acc += chunk_rows(m0, c, rows, wpr, gpr, chunk_scales(rows, gpr, (c * 32u) / GS));
       ss += chunk_sq;
     }
     finish(acc * norm_factor(ss, lane, slot), lane, slot, row0, m0);
@@ -98,10 +101,10 @@ fn main(
   var ss: array<f32, MT_MAX>; // Σx² of each token over this lane's chunks (qnorm.wgsl)
   for (var c = lane; c < chunks; c += TPR) {
     norm_load_gain(c);
-    let sb = chunk_scales(rows, gpr, c / cpg);
+    let sb = chunk_scales(rows, gpr, (c * 32u) / GS);
     for (var t = 0u; t < MT; t++) {
       // Tokens past M (the last workgroup) redo token M - 1 and are never stored.
-      acc[t] += chunk_rows(min(m0 + t, P.M - 1u), c, rows, wpr, sb);
+      acc[t] += chunk_rows(min(m0 + t, P.M - 1u), c, rows, wpr, gpr, sb);
       ss[t] += chunk_sq;
     }
   }

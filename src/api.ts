@@ -120,3 +120,88 @@ export interface CachedModel {
   totalBytes: number;
   complete: boolean;
 }
+
+/** The GPU limits the pre-flight check compares buffers with (an adapter's, or WebGPU's defaults). */
+export interface GpuLimitsInfo {
+  maxBufferSize: number;
+  maxStorageBufferBindingSize: number;
+  maxStorageBuffersPerShaderStage: number;
+}
+
+export interface PreflightOptions {
+  /** KV-cache capacity to check, in tokens (default min(4096, max_position_embeddings), as load() does). */
+  contextLength?: number;
+  /** Tokens per prefill chunk (default 256, as load() does): the activations scale with it. */
+  prefillChunk?: number;
+  /**
+   * Memory the model may use, in bytes. Default: navigator.deviceMemory GiB × 0.75 where the browser has it (it is
+   * rounded down and capped, at 8 in Chrome, so a large machine reads as less), else a guess of 8 GiB × 0.75; the
+   * report's budgetSource says which. Pass a number to override.
+   */
+  memoryBudgetBytes?: number;
+  /**
+   * Which limits to check against: 'max' (default: the adapter's, as load() asks for), 'default' (WebGPU's default
+   * limits, as load({ gpuLimits: 'default' }) gets), or given numbers.
+   */
+  gpuLimits?: 'max' | 'default' | GpuLimitsInfo;
+  /** Hub host / revision for repo ids, as in load(). */
+  host?: string;
+  revision?: string;
+}
+
+/** A GPU buffer the runtime makes as one piece (a kernel binds it whole), checked against the limits. */
+export interface PreflightBuffer {
+  /** What it is, e.g. "KV cache of one full-attention layer (K or V)". */
+  name: string;
+  bytes: number;
+  /** How many of them the model makes. */
+  count: number;
+}
+
+/**
+ * engine.preflight(): what a model needs on the GPU, from config.json and the shard index alone (no weights
+ * read), against the limits and a memory budget. Byte counts are as the GPU holds them: linears and embeddings
+ * packed as stored, norm / conv / A_log / dt_bias vectors as f32, state and activations f32.
+ */
+export interface PreflightReport {
+  /** Where the tensor names came from: "model.safetensors.index.json", or "model.safetensors header". */
+  from: string;
+  contextLength: number;
+  prefillChunk: number;
+  maxPositionEmbeddings: number;
+  tied: boolean;
+  layers: { linear: number; full: number };
+  /** GPU bytes of every weight as stored (packed linears and embeddings; vectors as f32). */
+  weightBytes: number;
+  /** The same by format: "affine 4-bit g64", "mxfp4", "float BF16", "vectors F32" → bytes. */
+  weightBytesByKind: Record<string, number>;
+  /** Gated DeltaNet recurrent state, all linear-attention layers (f32). */
+  recurrentBytes: number;
+  /** Conv rings, all linear-attention layers (f32). */
+  convBytes: number;
+  /** K + V of one token, all full-attention layers (f32). */
+  kvBytesPerToken: number;
+  /** kvBytesPerToken × contextLength. */
+  kvBytes: number;
+  /** recurrentBytes + convBytes + kvBytes. */
+  stateBytes: number;
+  /** The copy of the recurrent and conv state a chat keeps to reuse the previous turn's prompt. */
+  snapshotBytes: number;
+  /** Scratch buffers of one prefill chunk, and the logits. */
+  activationBytes: number;
+  /** weightBytes + stateBytes + snapshotBytes + activationBytes. */
+  totalBytes: number;
+  budgetBytes: number;
+  /** How the budget was chosen (an option, navigator.deviceMemory, os.totalmem(), or a stated guess). */
+  budgetSource: string;
+  limits: GpuLimitsInfo & { source: string };
+  /** The largest single buffer: the bound that buffers must stay within is min(maxBufferSize, maxStorageBufferBindingSize). */
+  largestBuffer: PreflightBuffer;
+  /** Every single buffer checked (weights are split by rows across buffers: for them one row must fit). */
+  buffers: PreflightBuffer[];
+  fits: boolean;
+  /** Why it does not fit, with the numbers and the largest context that would (only when fits is false). */
+  reason?: string;
+  /** The largest context length (≤ max_position_embeddings) that fits the budget and the limits; 0 when none does. */
+  maxContextThatFits: number;
+}

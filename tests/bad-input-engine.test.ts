@@ -96,6 +96,29 @@ test('load refuses an affine scale whose dequantized weights overflow f32, and a
   engine.dispose();
 });
 
+test('load refuses the NaN codes of one-byte formats (E8M0 255, E4M3 0x7f / 0xff) and an E8M0 scale that overflows', async () => {
+  const ctx = await getNodeGpu();
+  const hf = (path: string) => `model.language_model.${path}`;
+  const cases: [TinyRecipe, string, number, number, RegExp][] = [
+    ['udmxfp8', raw('layers.0.mlp.up_proj.scales'), 5, 255, /\(U8 \[512, 8\]\) holds the NaN code 0xff \(e8m0\) at index 5 \(element \[0, 5\]\); the scales must be finite/],
+    ['udnvfp4', raw('layers.2.linear_attn.in_proj_z.scales'), 16, 0x7f, /\(U8 \[128, 16\]\) holds the NaN code 0x7f \(e4m3\) at index 16 \(element \[1, 0\]\)/],
+    ['qwenfp8', hf('layers.1.mlp.down_proj.weight'), 300, 0xff, /\(F8_E4M3 \[256, 512\]\) holds the E4M3 NaN code 0xff at byte 300; the weights must be finite/],
+    // 2^127 · 448 > FLT_MAX: finite codes whose product is not.
+    ['udmxfp8', raw('layers.0.mlp.gate_proj.scales'), 2, 254, /scale 1\.7\d+e\+38 at index 2 \(element \[0, 2\]\) overflows f32 when dequantized: \|scale\|·448 = \S+ > 3\.4028e\+38 \(mxfp8 8-bit\)/],
+  ];
+  for (const [recipe, name, index, code, want] of cases) {
+    const files = makeTinyCheckpoint(recipe, { seed: 7 });
+    const e = (await parseSafetensorsHeader(FILE, memorySource(files))).tensors.get(name);
+    assert.ok(e, `test setup: no tensor ${name}`);
+    files.get(FILE)![e.begin + index] = code;
+    await assert.rejects(loadEngine(ctx, memorySource(files, `tiny-${recipe}`), { contextLength: 8, tuning: 'default' }), (err: Error) => {
+      assert.match(err.message, new RegExp(esc(`${FILE}: tensor "${name}"`)));
+      assert.match(err.message, want);
+      return true;
+    });
+  }
+});
+
 test('logits that overflow in the forward: readback, generate and GPU sampling all name the step and the first bad logit', async () => {
   const ctx = await getNodeGpu();
   // A final norm gain of 3e38 on channel 5 and weight 100 at channel 5 of lm_head rows 700 and 900 (tied: the

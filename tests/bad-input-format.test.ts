@@ -658,9 +658,9 @@ describe('accepted but unused: said in Checkpoint.warnings, one line per kind', 
 });
 
 describe('wording of found values and of quantization modes', () => {
-  test('mode "zzz" lists the recognised modes and says only affine runs', () => {
+  test('mode "zzz" lists the recognised modes', () => {
     configRefused((c) => { c.quantization.mode = 'zzz'; c.quantization_config = c.quantization; },
-      /config\.json: quantization defaults: unsupported quantization mode "zzz" \(recognised: affine, mxfp4, nvfp4, mxfp8; only affine runs today\)/);
+      /config\.json: quantization defaults: unsupported quantization mode "zzz" \(recognised: affine, mxfp4, nvfp4, mxfp8\)/);
   });
 
   test('a literal 1e400 (JSON.parse reads Infinity) is reported as Infinity, not as null', async () => {

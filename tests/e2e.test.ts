@@ -18,7 +18,7 @@ const MODEL_FILE = '/models/qwen-webgpu-tiny/model.safetensors';
 
 
 interface Hooks {
-  log: { path: string; range?: string }[];
+  log: { path: string; range?: string; method?: string }[];
   /** Cut the next full GET of this path after this many bytes. */
   cut?: { path: string; afterBytes: number };
 }
@@ -26,7 +26,7 @@ const hooks: Hooks = { log: [] };
 
 function handle(req: IncomingMessage, res: import('node:http').ServerResponse): void {
   const path = decodeURIComponent(new URL(req.url!, 'http://x').pathname);
-  hooks.log.push({ path, range: req.headers.range });
+  hooks.log.push({ path, range: req.headers.range, method: req.method });
   const file = siteFile(site, path);
   if (file === 403) { res.writeHead(403).end(); return; }
   if (file === 404) { res.writeHead(404).end('not found'); return; }
@@ -94,6 +94,8 @@ async function loadTiny(page: Page): Promise<void> {
     null, { timeout: 180_000 });
   assert.equal(await page.textContent('#error'), '', 'load error');
   assert.match((await page.textContent('#model-note'))!, /TEST MODEL/);
+  // The pre-flight verdict was shown before the download began (engine.preflight, config.json + header only).
+  assert.match((await page.textContent('#preflight-verdict'))!, /^Pre-flight: fits \(/);
 }
 
 async function send(page: Page, text: string, maxTokens: number): Promise<string> {
@@ -116,6 +118,14 @@ test('demo: a storage quota too small for the model shows its error', { timeout:
   await clearCache(page);
   await cdp.send('Storage.overrideQuotaForOrigin', { origin, quotaSize: 1_000_000 });
   hooks.log = [];
+  // First a memory budget the model does not fit: refused by the pre-flight check before any download.
+  await page.fill('#budget', String(1 / 1024));
+  await page.click('#load');
+  await page.waitForFunction(() => document.getElementById('error')!.textContent, null, { timeout: 60_000 });
+  assert.match((await page.textContent('#error'))!, /^Not loaded: it needs [\d.]+ MiB .* more than the memory budget of 1\.00 MiB \(the memoryBudgetBytes option\); no context length fits: without any KV cache it needs [\d.]+ MiB\. Press "Load anyway" to try regardless\.$/);
+  assert.equal(await page.isVisible('#load-anyway'), true);
+  assert.deepEqual(hooks.log.filter((r) => r.path === MODEL_FILE && r.method === 'GET' && r.range === undefined), [], 'nothing downloaded');
+  await page.fill('#budget', '');
   await page.click('#load');
   await page.waitForFunction(() => document.getElementById('error')!.textContent, null, { timeout: 120_000 }).catch(async (e) => {
     throw new Error(`${(e as Error).message}; page shows "${await page.textContent('#progress-label')}" / "${await page.textContent('#model-note')}"`);
@@ -205,7 +215,11 @@ test('demo: a download cut off mid-shard resumes from the last stored chunk', { 
   hooks.cut = { path: MODEL_FILE, afterBytes: 3 * chunk + 1234 };
   await loadTiny(page);
   const gets = hooks.log.filter((r) => r.path === MODEL_FILE);
-  const resumed = gets.find((r) => r.range?.startsWith('bytes=') && r.range !== 'bytes=0-0');
+  // The pre-flight check reads the file's safetensors header by range before the download: the resume is the
+  // first ranged request after the whole-file GET that was cut.
+  const cutGet = gets.findIndex((r) => r.method === 'GET' && r.range === undefined);
+  assert.ok(cutGet >= 0, `expected a whole-file GET, saw ${JSON.stringify(gets)}`);
+  const resumed = gets.slice(cutGet + 1).find((r) => r.range?.startsWith('bytes=') && r.range !== 'bytes=0-0');
   assert.ok(resumed, `expected a ranged request after the cut, saw ${JSON.stringify(gets)}`);
   const from = Number(/bytes=(\d+)-/.exec(resumed!.range!)![1]);
   // The server hands 3 chunks + 1234 bytes to the kernel, then drops the connection; on a loaded machine Chromium

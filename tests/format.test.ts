@@ -532,11 +532,14 @@ describe('checkpoint validation errors name file, tensor, expected and found', (
     await assert.rejects(openCheckpoint(src), /tensor "language_model\.model\.embed_tokens\.scales": quantized module "embed_tokens" but config\.json has no "quantization" block/);
   });
 
-  test('mxfp4 / nvfp4 modes are rejected as not supported yet, naming the module', async () => {
+  test('a config that says mxfp4 / nvfp4 over affine tensors: the mismatch is named, tensor by tensor', async () => {
     const src = await edited('propc', (_t, c) => { c.quantization.mode = 'mxfp4'; c.quantization.bits = 4; c.quantization.group_size = 32; });
-    await assert.rejects(openCheckpoint(src), /tensor "language_model\.model\.embed_tokens\.weight": quantization mode "mxfp4" \(bits 4, group 32\) of "embed_tokens" is not supported yet/);
+    const err = await openCheckpoint(src).then(() => null, (e: Error) => e.message);
+    assert.match(err ?? '', /tensor "language_model\.model\.embed_tokens\.weight": expected U32 \[1024, 32\] for mxfp4 \(4-bit group 32\) \[1024, 256\], found \[1024, 64\] \(that is 8-bit packing\)/);
+    assert.match(err ?? '', /tensor "language_model\.model\.embed_tokens\.biases": config\.json says "embed_tokens" is mxfp4 \(4-bit group 32\), which has no biases/);
+    assert.match(err ?? '', /tensor "language_model\.model\.embed_tokens\.scales": expected U8 \(E8M0 codes\) for mxfp4/);
     const src2 = await edited('propc', (_t, c) => { c.quantization[`${L}.0.mlp.up_proj`] = { mode: 'nvfp4', bits: 4, group_size: 16 }; });
-    await assert.rejects(openCheckpoint(src2), /quantization mode "nvfp4" \(bits 4, group 16\) of "layers\.0\.mlp\.up_proj" is not supported yet/);
+    await assert.rejects(openCheckpoint(src2), /"layers\.0\.mlp\.up_proj" is nvfp4 \(4-bit group 16\), which has no biases/);
   });
 
   test('unsupported bits in config surface through openCheckpoint', async () => {
@@ -575,7 +578,7 @@ describe('checkpoint validation errors name file, tensor, expected and found', (
 // ------------------------------------------------------------------------------------------------------------
 function planBits(ckpt: Checkpoint): Map<string, string> {
   const m = new Map<string, string>();
-  for (const [p, plan] of ckpt.modules) m.set(p, plan.kind === 'affine' ? `${plan.bits}/${plan.groupSize}` : `float ${plan.dtype}`);
+  for (const [p, plan] of ckpt.modules) m.set(p, plan.kind === 'quant' ? `${plan.bits}/${plan.groupSize}` : `float ${plan.dtype}`);
   return m;
 }
 
@@ -641,7 +644,7 @@ describe('published reference checkpoints', () => {
   const expectPlan = (ckpt: Checkpoint, want: (path: string) => string) => {
     for (const [p, plan] of ckpt.modules) {
       if (plan.role !== 'linear' && plan.role !== 'embedding') continue;
-      const got = plan.kind === 'affine' ? `${plan.bits}/${plan.groupSize}` : `float ${plan.dtype}`;
+      const got = plan.kind === 'quant' ? `${plan.bits}/${plan.groupSize}` : `float ${plan.dtype}`;
       assert.equal(got, want(p), p);
     }
   };
@@ -656,8 +659,8 @@ describe('published reference checkpoints', () => {
       const key = p === 'lm_head' ? 'language_model.lm_head' : `language_model.model.${p}`;
       const entry = raw.quantization[key];
       if (entry === false) assert.equal(plan.kind, 'float', p);
-      else if (entry) assert.deepEqual([plan.kind, (plan as any).bits, (plan as any).groupSize], ['affine', entry.bits, entry.group_size], p);
-      else assert.deepEqual([plan.kind, (plan as any).bits, (plan as any).groupSize], ['affine', raw.quantization.bits, raw.quantization.group_size], p);
+      else if (entry) assert.deepEqual([plan.kind, (plan as any).bits, (plan as any).groupSize], ['quant', entry.bits, entry.group_size], p);
+      else assert.deepEqual([plan.kind, (plan as any).bits, (plan as any).groupSize], ['quant', raw.quantization.bits, raw.quantization.group_size], p);
     }
   };
 

@@ -10,8 +10,8 @@ import {
   canFoldNorm, createFusedLinear, createGpuLinear, destroyGpuLinear, embedGather, linear, linearOptions, linearSplit, linearSwiglu, linearTuning, matvecTokens,
   type GpuLinear, type LinearFormat, type ScaleDtype,
 } from '../src/gpu/linear.ts';
-import { dequantizeAffine, quantizeAffine, toFloatDType } from '../src/format/quant.ts';
-import { decodeFloats, encodeFloats } from '../src/format/dtype.ts';
+import { dequantizeWeight, quantizeWeight } from '../src/format/weight-codec.ts';
+import { describeFormat } from '../src/format/weight-format.ts';
 import * as ref from '../src/model/reference-ops.ts';
 
 /** Deterministic uniform floats in [-a, a) (xorshift32), so failures reproduce. */
@@ -33,16 +33,8 @@ interface Made { lin: GpuLinear; w: Float32Array }
 
 /** Quantise (or round to the float dtype) a random matrix, upload it, and return the f32 matrix the GPU sees. */
 function make(ctx: GpuContext, rows: number, cols: number, format: LinearFormat, seed: number, maxBytes?: number): Made {
-  const w0 = rand(rows * cols, seed, 0.5);
-  if (format.kind === 'affine') {
-    const q = quantizeAffine(w0, rows, cols, format.bits, format.groupSize, format.scaleDtype);
-    const w = dequantizeAffine(q.weight, q.scales, q.biases, rows, cols, format.bits, format.groupSize, format.scaleDtype);
-    const spec = { name: `w${rows}x${cols}`, rows, cols, format };
-    return { lin: createGpuLinear(ctx, spec, { weight: u8(q.weight), scales: q.scales, biases: q.biases }, maxBytes), w };
-  }
-  const bytes = encodeFloats(w0, toFloatDType(format.dtype));
-  const w = decodeFloats(bytes, toFloatDType(format.dtype));
-  return { lin: createGpuLinear(ctx, { name: `f${rows}x${cols}`, rows, cols, format }, { weight: bytes }, maxBytes), w };
+  const m = member(rows, cols, format, seed, `${format.kind === 'float' ? 'f' : 'w'}${rows}x${cols}`);
+  return { lin: createGpuLinear(ctx, m.spec, m.data, maxBytes), w: m.w };
 }
 
 /**
@@ -181,6 +173,63 @@ test('affine linear: tiled GEMM above the matvec crossover, every bit width', as
   }
 });
 
+// The floating formats of the table: MLX microscaling (spec §5.4) and FP8 with float scales (spec §6), channel
+// (one group per row) and 128-wide groups.
+const FP_FORMATS: LinearFormat[] = [
+  { kind: 'mxfp4', bits: 4, groupSize: 32, scaleDtype: 'e8m0' },
+  { kind: 'nvfp4', bits: 4, groupSize: 16, scaleDtype: 'e4m3' },
+  { kind: 'mxfp8', bits: 8, groupSize: 32, scaleDtype: 'e8m0' },
+  { kind: 'fp8', bits: 8, groupSize: 384, scaleDtype: 'bf16' },
+  { kind: 'fp8', bits: 8, groupSize: 128, scaleDtype: 'f32' },
+];
+
+// Each format's variants are few (pipeline compiles dominate on SwiftShader): the decode matvec with vec4 x, a
+// 3-token matvec with scalar x loads, the GEMM, a SwiGLU pair with the folded norm and one on the GEMM.
+test('mxfp4 / nvfp4 / mxfp8 / fp8 linear: matvec, multi-token matvec, GEMM, SwiGLU with folded norm, row split', async () => {
+  const ctx = await getNodeGpu();
+  let seed = 900;
+  const cols = 384;
+  const gemmM = linearTuning(ctx).matvecMaxM + 3;
+  for (const format of FP_FORMATS) {
+    const name = describeFormat(format);
+    const m = make(ctx, 37, cols, format, seed);
+    for (const [M, xOff] of [[1, 4], [3, 5], [gemmM, 4]]) await checkLinear(ctx, name, m, M, seed + M, xOff);
+    // nvfp4's two groups per chunk through the other reduction too.
+    if (format.kind === 'nvfp4') await withWorkgroupReduction(() => checkLinear(ctx, `wg-reduce ${name}`, m, 1, seed + 1, 4));
+
+    // Split into several parts: bit-identical to the whole.
+    const split = make(ctx, 37, cols, format, seed, 1000);
+    assert.ok(split.lin.parts.length > 3, `${name}: expected several parts, got ${split.lin.parts.length}`);
+    const x = rand(cols, seed + 2);
+    assert.deepEqual(await runLinear(ctx, split.lin, x, 1, 4), await runLinear(ctx, m.lin, x, 1, 4), `${name}: split result differs`);
+    destroyGpuLinear(split.lin);
+    destroyGpuLinear(m.lin);
+
+    const I = 13;
+    const [g, u] = [member(I, cols, format, seed + 3, 'gate'), member(I, cols, format, seed + 4, 'up')];
+    const gu = createFusedLinear(ctx, 'gate_up', 'swiglu', [g, u]);
+    const gain = rand(cols, seed + 5, 1.5);
+    const gainBuf = uploadBytes(ctx, gain);
+    for (const M of [1, gemmM]) {
+      const h = rand(M * cols, seed + 6 + M, 4);
+      const hb = uploadBytes(ctx, h);
+      const act = ctx.storage(M * I * 4);
+      const folded = canFoldNorm(ctx, gu, M);
+      assert.equal(folded, M === 1, `${name}: the norm folds into the matvec, not the GEMM`);
+      const enc = ctx.device.createCommandEncoder();
+      linearSwiglu(directRecorder(ctx, enc), gu, hb, act, M, folded ? { norm: { gain: gainBuf, eps: 1e-6 } } : {});
+      ctx.device.queue.submit([enc.finish()]);
+      const xin = folded ? ref.rmsNorm(h, gain, M, cols, 1e-6) : h;
+      check(`${name} swiglu${folded ? '+norm' : ''} M=${M}`, await readF32(ctx, act, M * I), ref.swiglu(ref.linear(xin, g.w, M, I, cols), ref.linear(xin, u.w, M, I, cols)));
+      hb.destroy();
+      act.destroy();
+    }
+    destroyGpuLinear(gu);
+    gainBuf.destroy();
+    seed += 100;
+  }
+});
+
 test('float linear: bf16, f16, f32 weights, odd rows, cols 192 / 256 / odd', async () => {
   const ctx = await getNodeGpu();
   let seed = 300;
@@ -235,6 +284,10 @@ test('embedGather: quantised and float tables, split into parts', async () => {
     [{ kind: 'affine', bits: 6, groupSize: 32, scaleDtype: 'f16' }, 1000],
     [{ kind: 'float', dtype: 'bf16' }, undefined],
     [{ kind: 'float', dtype: 'f32' }, 3000],
+    [{ kind: 'mxfp4', bits: 4, groupSize: 32, scaleDtype: 'e8m0' }, undefined],
+    [{ kind: 'nvfp4', bits: 4, groupSize: 16, scaleDtype: 'e4m3' }, 1000],
+    [{ kind: 'mxfp8', bits: 8, groupSize: 32, scaleDtype: 'e8m0' }, undefined],
+    [{ kind: 'fp8', bits: 8, groupSize: 256, scaleDtype: 'bf16' }, 3000],
   ];
   let seed = 500;
   for (const [format, maxBytes] of formats) {
@@ -246,7 +299,7 @@ test('embedGather: quantised and float tables, split into parts', async () => {
     embedGather(directRecorder(ctx, enc), lin, idsBuf, out, ids.length);
     ctx.device.queue.submit([enc.finish()]);
     const got = await readF32(ctx, out, ids.length * cols);
-    const name = format.kind === 'affine' ? `affine b${format.bits} g${format.groupSize} ${format.scaleDtype}` : `float ${format.dtype}`;
+    const name = describeFormat(format);
     check(`embed ${name} (${lin.parts.length} parts)`, got, ref.embedGather(w, ids, cols));
     out.destroy();
     destroyGpuLinear(lin);
@@ -254,17 +307,10 @@ test('embedGather: quantised and float tables, split into parts', async () => {
   idsBuf.destroy();
 });
 
-/** The stored bytes and the f32 matrix the GPU sees, for fused linears built from several members. */
+/** The stored bytes (the CPU codec, src/format/weight-codec.ts) and the f32 matrix they decode to. */
 function member(rows: number, cols: number, format: LinearFormat, seed: number, name: string) {
-  const w0 = rand(rows * cols, seed, 0.5);
-  const spec = { name, rows, cols, format };
-  if (format.kind === 'affine') {
-    const q = quantizeAffine(w0, rows, cols, format.bits, format.groupSize, format.scaleDtype);
-    const w = dequantizeAffine(q.weight, q.scales, q.biases, rows, cols, format.bits, format.groupSize, format.scaleDtype);
-    return { spec, data: { weight: u8(q.weight), scales: q.scales, biases: q.biases }, w };
-  }
-  const bytes = encodeFloats(w0, toFloatDType(format.dtype));
-  return { spec, data: { weight: bytes }, w: decodeFloats(bytes, toFloatDType(format.dtype)) };
+  const data = quantizeWeight(rand(rows * cols, seed, 0.5), rows, cols, format);
+  return { spec: { name, rows, cols, format }, data, w: dequantizeWeight(format, rows, cols, data) };
 }
 
 test('output stages: accumulate, split into segments, SwiGLU pairs (matvec and GEMM, affine and float)', async () => {
@@ -276,7 +322,7 @@ test('output stages: accumulate, split into segments, SwiGLU pairs (matvec and G
   ];
   const cols = 128;
   for (const format of formats) {
-    const tag = format.kind === 'affine' ? `${format.bits}-bit` : format.dtype;
+    const tag = describeFormat(format);
     for (const M of [1, 3, 6, linearTuning(ctx).matvecMaxM + 1, 70]) {
       const x = rand(M * cols, 7 + M);
       const xb = uploadBytes(ctx, x);
@@ -412,7 +458,7 @@ test('RMSNorm folded into the affine matvec: every bit width, write / split / Sw
   const f = make(ctx, 8, 64, { kind: 'float', dtype: 'bf16' }, 1);
   const g = uploadBytes(ctx, new Float32Array(64).fill(1));
   const enc = ctx.device.createCommandEncoder();
-  assert.throws(() => linear(directRecorder(ctx, enc), f.lin, g, ctx.storage(32), 1, { norm: { gain: g, eps: 1e-6 } }), /folds only into the affine matvec/);
+  assert.throws(() => linear(directRecorder(ctx, enc), f.lin, g, ctx.storage(32), 1, { norm: { gain: g, eps: 1e-6 } }), /folds only into the quantized matvec/);
   const q = make(ctx, 8, 64, { kind: 'affine', bits: 4, groupSize: 64, scaleDtype: 'bf16' }, 2);
   const M = linearTuning(ctx).matvecMaxM + 1;
   const big = ctx.storage(M * 64 * 4);

@@ -241,7 +241,7 @@ function tinyModel(seed: number): { cfg: ModelConfig; weights: RefWeights } {
     linearNumKeyHeads: 1, linearNumValueHeads: 2, linearKeyHeadDim: 8, linearValueHeadDim: 8, convKernel: 4,
     layerTypes: Array.from({ length: 8 }, (_, i) => ((i + 1) % 4 === 0 ? 'full_attention' : 'linear_attention')),
     rmsNormEps: 1e-6, ropeTheta: 1e7, partialRotaryFactor: 0.25, rotaryDim: 4, vocabSize: 40,
-    maxPositionEmbeddings: 4096, tieWordEmbeddings: true, eosTokenIds: [], quantization: null,
+    maxPositionEmbeddings: 4096, tieWordEmbeddings: true, eosTokenIds: [], quantization: null, fp8: null,
   };
   const r = rng(seed);
   const d = 32, I = 48, H = 3, Hkv = 1, D = 16, Hk = 1, Hv = 2, Dk = 8, Dv = 8;

@@ -21,6 +21,7 @@ import {
   type SequenceState, type StateSnapshot,
 } from '../model/state.ts';
 import { destroyModelWeights, loadModelWeights, weightBytes } from './load.ts';
+import { activationBytes } from './preflight.ts';
 import { checkLinearTuning, DEFAULT_LINEAR_TUNING, withLinearTuning, type LinearTuning } from '../gpu/linear.ts';
 import { autotuneLinear, type TuningReport, type TuningStore } from '../gpu/autotune.ts';
 
@@ -145,11 +146,8 @@ export function estimateMemory(ckpt: Checkpoint, contextLength: number, prefillC
   const cfg = ckpt.config;
   const weights = weightBytes(ckpt);
   const st = stateBytes(cfg, contextLength);
-  const T = prefillChunk;
-  const perToken = 4 * (3 * cfg.hiddenSize + 8 * cfg.numHeads * cfg.headDim + 3 * cfg.intermediateSize +
-    2 * (2 * cfg.linearNumKeyHeads * cfg.linearKeyHeadDim + cfg.linearNumValueHeads * cfg.linearValueHeadDim) +
-    3 * cfg.linearNumValueHeads * cfg.linearValueHeadDim);
-  const activations = T * perToken + 4 * cfg.vocabSize;
+  // The formula the pre-flight check uses too, so the two agree.
+  const activations = activationBytes(cfg, prefillChunk);
   return { weights, ...st, activations, total: weights + st.recurrent + st.conv + st.kv + activations };
 }
 

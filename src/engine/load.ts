@@ -5,14 +5,15 @@
 import type { GpuContext } from '../gpu/context.ts';
 import { uploadBytes } from '../gpu/context.ts';
 import {
-  canFuse, createFusedLinear, createGpuLinear, destroyGpuLinear, type Fusion, type GpuLinear, type LinearFormat, type LinearSpec,
-  type ScaleDtype,
+  canFuse, createFusedLinear, createGpuLinear, destroyGpuLinear, type Fusion, type GpuLinear, type LinearSpec,
 } from '../gpu/linear.ts';
-import { moduleBytes, readEntry, type AffinePlan, type Checkpoint, type ModulePlan, type TensorEntry } from '../format/checkpoint.ts';
+import { moduleBytes, readEntry, readQuantTensors, type Checkpoint, type ModulePlan, type QuantPlan, type TensorEntry } from '../format/checkpoint.ts';
 import { decodeFloats, type FloatDType } from '../format/dtype.ts';
+import { decodeE4M3, decodeE8M0 } from '../format/fp-quant.ts';
+import { QUANT_MODES, type FloatStorage } from '../format/weight-format.ts';
 import type { FullAttnWeights, LinearAttnWeights, Mlp, ModelWeights } from '../model/qwen35.ts';
 
-const SCALE_DTYPE: Record<FloatDType, ScaleDtype> = { BF16: 'bf16', F16: 'f16', F32: 'f32' };
+const SCALE_DTYPE: Record<FloatDType, FloatStorage> = { BF16: 'bf16', F16: 'f16', F32: 'f32' };
 
 const FLT_MAX = 3.4028234663852886e38;
 
@@ -71,22 +72,45 @@ function checkFinite(t: TensorEntry, bytes: Uint8Array): void {
   throw new Error(`${describeTensor(t)} holds ${value} at ${elementAt(i, t.shape)}; the weights must be finite (one NaN or infinity makes every logit NaN)`);
 }
 
+/** The largest |element| a code of each element type decodes to (E2M1 6, E4M3 448; affine codes 2^bits − 1). */
+const ELEMENT_MAX = [0, 6, 448];
+
 /**
- * Scales and biases finite, and every dequantized weight s·q + b (q ≤ 2^bits − 1) finite in f32, where the kernels
- * compute: a scale that overflows there gives infinite weights and NaN logits though each stored value is finite.
+ * Scales (and biases) finite, and every dequantized weight finite in f32, where the kernels compute: a scale that
+ * overflows there gives infinite weights and NaN logits though each stored value is finite. One-byte scales have
+ * NaN codes of their own (E8M0 255, E4M3 0x7f / 0xff), and so do E4M3 elements.
  */
-function checkAffine(p: AffinePlan, scaleBytes: Uint8Array, biasBytes: Uint8Array): void {
-  checkFinite(p.scales, scaleBytes);
-  checkFinite(p.biases, biasBytes);
-  const s = decodeFloats(scaleBytes, p.scales.dtype);
-  const b = decodeFloats(biasBytes, p.biases.dtype);
-  const qmax = 2 ** p.bits - 1;
+function checkQuant(p: QuantPlan, weight: Uint8Array, scaleBytes: Uint8Array, biasBytes?: Uint8Array): void {
+  const info = QUANT_MODES[p.mode];
+  let s: ArrayLike<number>;
+  if (p.scaleDtype === 'e8m0' || p.scaleDtype === 'e4m3') {
+    s = Float64Array.from(scaleBytes, p.scaleDtype === 'e8m0' ? decodeE8M0 : decodeE4M3);
+    const bad = p.scaleDtype === 'e8m0' ? scaleBytes.indexOf(255) : scaleBytes.findIndex((c) => (c & 0x7f) === 0x7f);
+    if (bad >= 0) {
+      throw new Error(`${describeTensor(p.scales)} holds the NaN code 0x${scaleBytes[bad].toString(16)} (${p.scaleDtype}) at ${elementAt(bad, p.scales.shape)}; the scales must be finite`);
+    }
+  } else {
+    checkFinite(p.scales, scaleBytes);
+    s = decodeFloats(scaleBytes, p.scales.dtype as FloatDType);
+  }
+  let b: Float32Array | undefined;
+  if (biasBytes && p.biases) {
+    checkFinite(p.biases, biasBytes);
+    b = decodeFloats(biasBytes, p.biases.dtype as FloatDType);
+  }
+  if (info.element === 2) {
+    const bad = weight.findIndex((c) => (c & 0x7f) === 0x7f);
+    if (bad >= 0) {
+      throw new Error(`${describeTensor(p.weight)} holds the E4M3 NaN code 0x${weight[bad].toString(16)} at byte ${bad}; the weights must be finite`);
+    }
+  }
+  const qmax = info.element === 0 ? 2 ** p.bits - 1 : ELEMENT_MAX[info.element];
   for (let g = 0; g < s.length; g++) {
-    const bound = Math.abs(s[g]) * qmax + Math.abs(b[g]);
+    const bound = Math.abs(s[g]) * qmax + Math.abs(b ? b[g] : 0);
     if (bound > FLT_MAX) {
       throw new Error(
-        `${describeTensor(p.scales)}: scale ${s[g]} at ${elementAt(g, p.scales.shape)} with bias ${b[g]} overflows f32 ` +
-        `when dequantized: |scale|·${qmax} + |bias| = ${bound.toExponential(4)} > ${FLT_MAX.toExponential(4)} (${p.bits}-bit)`,
+        `${describeTensor(p.scales)}: scale ${s[g]} at ${elementAt(g, p.scales.shape)}${b ? ` with bias ${b[g]}` : ''} overflows f32 ` +
+        `when dequantized: |scale|·${qmax}${b ? ' + |bias|' : ''} = ${bound.toExponential(4)} > ${FLT_MAX.toExponential(4)} (${p.mode === 'affine' ? '' : `${p.mode} `}${p.bits}-bit)`,
       );
     }
   }
@@ -126,12 +150,7 @@ export async function loadModelWeights(ctx: GpuContext, ckpt: Checkpoint, opts: 
   /** The shape and format of a linear, from the checkpoint's plan alone. */
   function linearSpec(path: string): LinearSpec {
     const p = plan(path);
-    if (p.kind === 'affine') {
-      const format: LinearFormat = {
-        kind: 'affine', bits: p.bits as 2 | 3 | 4 | 5 | 6 | 8, groupSize: p.groupSize as 32 | 64 | 128, scaleDtype: p.scaleDtype,
-      };
-      return { name: path, rows: p.rows, cols: p.cols, format };
-    }
+    if (p.kind === 'quant') return { name: path, rows: p.rows, cols: p.cols, format: p.format };
     if (p.shape.length !== 2) throw new Error(`${path}: expected a 2-D weight, found shape [${p.shape.join(', ')}]`);
     return { name: path, rows: p.shape[0], cols: p.shape[1], format: { kind: 'float', dtype: SCALE_DTYPE[p.dtype] } };
   }
@@ -139,11 +158,9 @@ export async function loadModelWeights(ctx: GpuContext, ckpt: Checkpoint, opts: 
   /** The stored bytes of a linear, checked (finite, and finite once dequantized). */
   async function linearData(path: string): Promise<{ weight: Uint8Array; scales?: Uint8Array; biases?: Uint8Array }> {
     const p = plan(path);
-    if (p.kind === 'affine') {
-      const [weight, scales, biases] = await Promise.all(
-        [p.weight, p.scales, p.biases].map((t) => readEntry(ckpt.source, t)),
-      );
-      checkAffine(p, scales, biases);
+    if (p.kind === 'quant') {
+      const { weight, scales, biases, rawScales } = await readQuantTensors(ckpt.source, p);
+      checkQuant(p, weight, rawScales, biases);
       return { weight, scales, biases };
     }
     const weight = await readEntry(ckpt.source, p.weight);
@@ -182,7 +199,7 @@ export async function loadModelWeights(ctx: GpuContext, ckpt: Checkpoint, opts: 
   /** A float vector as f32; `shift` adds the HF zero-centred +1 (spec §2.2: never for linear_attn.norm). */
   async function vector(path: string): Promise<GPUBuffer> {
     const p = plan(path);
-    if (p.kind !== 'float') throw new Error(`${path}: expected a float tensor, found ${p.bits}-bit affine`);
+    if (p.kind !== 'float') throw new Error(`${path}: expected a float tensor, found ${p.mode} ${p.bits}-bit`);
     const bytes = await readEntry(ckpt.source, p.weight);
     checkFinite(p.weight, bytes);
     const v = decodeFloats(bytes, p.dtype);

@@ -2,9 +2,11 @@
 // (spec §5.1) and checks every tensor of the text model against the shapes the config implies (spec §2).
 // Only headers are read here; weights are fetched on demand through the ByteSource.
 
-import { dims, normaliseName, parseConfig, tieWordEmbeddingsKey, type ModelConfig, type QuantParams } from './config.ts';
+import { dims, normaliseName, parseConfig, tieWordEmbeddingsKey, type Fp8Scheme, type ModelConfig, type QuantParams } from './config.ts';
 import { decodeFloats, decodeU32, isFloatDType, type DType, type FloatDType } from './dtype.ts';
-import { dequantizeAffine, toScaleDtype, type ScaleDtype } from './quant.ts';
+import { toScaleDtype } from './quant.ts';
+import { dequantizeWeight, type StoredWeight } from './weight-codec.ts';
+import { formatBytes, formatLabel, formatProblem, QUANT_MODES, type QuantFormat, type ScaleStorage } from './weight-format.ts';
 import {
   FormatError, findDuplicateKey, fmtShape, isNotFound, parseSafetensorsHeader, shapeSize, showValue,
   type ByteSource, type SafetensorsHeader,
@@ -25,19 +27,28 @@ export interface TensorEntry {
  */
 export type ModuleRole = 'embedding' | 'linear' | 'norm' | 'gated_norm' | 'conv1d' | 'vector';
 
-export interface AffinePlan {
-  kind: 'affine';
+/** A quantized linear or embedding: MLX affine or microscaling (§5.2-5.4), or FP8 (§6); `format` is its table entry. */
+export interface QuantPlan {
+  kind: 'quant';
   path: string;
   role: ModuleRole;
+  mode: QuantFormat['kind'];
   bits: number;
   groupSize: number;
   /** Logical (unpacked) matrix [rows, cols] = [out, in]. */
   rows: number;
   cols: number;
-  scaleDtype: ScaleDtype;
+  scaleDtype: ScaleStorage;
+  format: QuantFormat;
   weight: TensorEntry;
   scales: TensorEntry;
-  biases: TensorEntry;
+  /** Affine only. */
+  biases?: TensorEntry;
+  /**
+   * FP8 scales stored coarser than per group of a row (spec §6): one for the whole tensor, or one per block of
+   * `rows` × groupSize. expandScales brings them to [rows, cols / groupSize], the layout the kernels read.
+   */
+  scaleLayout?: { kind: 'tensor' } | { kind: 'block'; rows: number };
 }
 
 export interface FloatPlan {
@@ -49,7 +60,7 @@ export interface FloatPlan {
   weight: TensorEntry;
 }
 
-export type ModulePlan = AffinePlan | FloatPlan;
+export type ModulePlan = QuantPlan | FloatPlan;
 
 export interface Checkpoint {
   config: ModelConfig;
@@ -306,6 +317,8 @@ export async function openCheckpoint(src: ByteSource): Promise<Checkpoint> {
   for (const m of layout) {
     const plan = planModule(m, config, tensors, where, p.add);
     for (const name of [m.tensor, `${m.path}.scales`, `${m.path}.biases`]) used.add(name);
+    // FP8 scales; static activation scales are not used by a weight-only runtime (activations stay f32).
+    if (config.fp8) for (const suffix of [config.fp8.scaleSuffix, 'input_scale']) used.add(`${m.path}.${suffix}`);
     if (plan) modules.set(m.path, plan);
   }
   const unused: string[] = [];
@@ -447,6 +460,7 @@ function planModule(
     }
     return floatPlan(m, weight, m.shape, report);
   }
+  if (c.fp8) return fp8Module(m, c.fp8, weight, tensors.get(`${m.path}.${c.fp8.scaleSuffix}`), report);
   const params = quantFor(m, c, scales, report);
   if (!params) {
     if (weight.dtype === 'U32') {
@@ -456,11 +470,102 @@ function planModule(
     if (biases && !scales) report(`${tensorDesc(biases)}: .biases without .scales for "${m.path}"`);
     return floatPlan(m, weight, m.shape, report);
   }
-  if (params.mode !== 'affine') {
-    report(`${tensorDesc(weight)}: quantization mode "${params.mode}" (bits ${params.bits}, group ${params.groupSize}) of "${m.path}" is not supported yet (affine only)`);
+  return quantPlan(m, params, weight, scales, biases, where, report);
+}
+
+/**
+ * A linear of a compressed-tensors or Qwen FP8 checkpoint (spec §6): FP8 iff a config group targets it and the
+ * ignore list does not name it (compressed-tensors; the tensors must agree), or, for Qwen's FP8, iff its weight is
+ * F8_E4M3 (its config lists no reliable exclusions). Matching uses the module's name as the file spells it.
+ */
+function fp8Module(
+  m: LayoutModule, scheme: Fp8Scheme, weight: TensorEntry, scale: TensorEntry | undefined, report: (s: string) => void,
+): ModulePlan | null {
+  const rawModule = weight.rawName.replace(/\.weight$/, '');
+  const ignoredBy = scheme.ignore.find((x) => x.test(rawModule));
+  const rule = m.role === 'linear' ? scheme.rules.find((r) => r.targets.some((t) => t.test(rawModule))) : undefined;
+  const isFp8 = weight.dtype === 'F8_E4M3';
+  if (scheme.method === 'compressed-tensors') {
+    if (isFp8 && !rule) {
+      report(`${tensorDesc(weight)}: F8_E4M3 weight, but ${m.role === 'linear' ? 'no config group targets' : `quantization_config does not quantize ${m.role}s like`} "${rawModule}"`);
+      return null;
+    }
+    if (isFp8 && ignoredBy) {
+      report(`${tensorDesc(weight)}: F8_E4M3 weight, but quantization_config.ignore lists "${rawModule}" (${JSON.stringify(ignoredBy.text)}), so it should be unquantized`);
+      return null;
+    }
+    if (!isFp8 && rule && !ignoredBy) {
+      report(`${tensorDesc(weight)}: quantization_config quantizes "${rawModule}" to FP8 (not in ignore), but its weight is ${weight.dtype}`);
+      return null;
+    }
+  }
+  if (!isFp8) {
+    if (scale) report(`${tensorDesc(scale)}: a ${scheme.scaleSuffix} for "${m.path}", whose weight is ${weight.dtype}, not F8_E4M3`);
+    return floatPlan(m, weight, m.shape, report);
+  }
+  const [rows, cols] = m.shape;
+  const strategy = rule ?? scheme.rules[0];
+  let ok = true;
+  const bad = (msg: string) => { report(msg); ok = false; };
+  if (!sameShape(weight.shape, m.shape)) bad(`${tensorDesc(weight)}: expected F8_E4M3 ${fmtShape(m.shape)} from config.json, found ${fmtShape(weight.shape)}`);
+  if (!scale) {
+    bad(`${tensorDesc(weight)}: F8_E4M3 weight without its "${rawModule}.${scheme.scaleSuffix}"`);
     return null;
   }
-  return affinePlan(m, params, weight, scales, biases, where, report);
+  if (!isFloatDType(scale.dtype)) bad(`${tensorDesc(scale)}: expected a float dtype (BF16, F16 or F32), found ${scale.dtype}`);
+  let groupSize = cols;
+  let scaleLayout: QuantPlan['scaleLayout'];
+  let want: number[][];
+  switch (strategy.strategy) {
+    case 'channel': want = [[rows, 1], [rows]]; break;
+    case 'tensor': want = [[], [1], [1, 1]]; scaleLayout = { kind: 'tensor' }; break;
+    case 'group': groupSize = strategy.groupSize!; want = [[rows, cols / groupSize]]; break;
+    case 'block': {
+      const [br, bc] = strategy.block!;
+      groupSize = bc;
+      want = [[Math.ceil(rows / br), Math.ceil(cols / bc)]];
+      scaleLayout = { kind: 'block', rows: br };
+      break;
+    }
+  }
+  if (!want.some((w) => sameShape(scale.shape, w))) {
+    bad(`${tensorDesc(scale)}: expected shape ${fmtShape(want[0])} for ${strategy.strategy} FP8 scales of [${rows}, ${cols}], found ${fmtShape(scale.shape)}`);
+  }
+  if (!ok || !isFloatDType(scale.dtype)) return null;
+  const format: QuantFormat = { kind: 'fp8', bits: 8, groupSize, scaleDtype: toScaleDtype(scale.dtype) };
+  const problem = formatProblem(format, cols);
+  if (problem) {
+    report(`${tensorDesc(weight)}: ${strategy.strategy} FP8 scales of [${rows}, ${cols}] cannot run here: ${problem}`);
+    return null;
+  }
+  return {
+    kind: 'quant', path: m.path, role: m.role, mode: 'fp8', bits: 8, groupSize, rows, cols, scaleDtype: format.scaleDtype, format,
+    weight, scales: scale, scaleLayout,
+  };
+}
+
+/** FP8 scales as the kernels read them, [rows, cols / groupSize]: a tensor scale repeated per row, block rows repeated. */
+export function expandScales(plan: QuantPlan, scales: Uint8Array): Uint8Array {
+  const layout = plan.scaleLayout;
+  if (!layout) return scales;
+  const size = scales.byteLength / Math.max(1, shapeSize(plan.scales.shape));
+  const perRow = (plan.cols / plan.groupSize) * size;
+  const out = new Uint8Array(plan.rows * perRow);
+  for (let r = 0; r < plan.rows; r++) {
+    if (layout.kind === 'tensor') {
+      for (let g = 0; g < perRow; g += size) out.set(scales.subarray(0, size), r * perRow + g);
+    } else {
+      const b = Math.floor(r / layout.rows);
+      out.set(scales.subarray(b * perRow, (b + 1) * perRow), r * perRow);
+    }
+  }
+  return out;
+}
+
+/** The stored tensors of a quantized module, scales in the kernels' layout (see expandScales). */
+export async function readQuantTensors(src: ByteSource, plan: QuantPlan): Promise<StoredWeight & { rawScales: Uint8Array }> {
+  const [weight, scales, biases] = await Promise.all([plan.weight, plan.scales, plan.biases].map((t) => t && readEntry(src, t)));
+  return { weight: weight!, scales: expandScales(plan, scales!), biases, rawScales: scales! };
 }
 
 function floatPlan(m: LayoutModule, weight: TensorEntry, shape: number[], report: (s: string) => void): FloatPlan | null {
@@ -476,17 +581,19 @@ function floatPlan(m: LayoutModule, weight: TensorEntry, shape: number[], report
   return ok ? { kind: 'float', path: m.path, role: m.role, dtype: weight.dtype as FloatDType, shape, weight } : null;
 }
 
-function affinePlan(
+function quantPlan(
   m: LayoutModule, q: QuantParams, weight: TensorEntry, scales: TensorEntry | undefined, biases: TensorEntry | undefined,
   where: string, report: (s: string) => void,
-): AffinePlan | null {
+): QuantPlan | null {
   const [rows, cols] = m.shape;
-  const { bits, groupSize } = q;
-  const qdesc = `${bits}-bit group ${groupSize}`;
+  const { mode, bits, groupSize } = q;
+  const info = QUANT_MODES[mode];
+  const qdesc = mode === 'affine' ? `${bits}-bit group ${groupSize}` : `${mode} (${bits}-bit group ${groupSize})`;
   let ok = true;
   const bad = (msg: string) => { report(msg); ok = false; };
   if (!scales) bad(`${where}: missing tensor "${m.path}.scales": config.json says "${m.path}" is ${qdesc}`);
-  if (!biases) bad(`${where}: missing tensor "${m.path}.biases": config.json says "${m.path}" is ${qdesc} (affine needs biases)`);
+  if (info.biases && !biases) bad(`${where}: missing tensor "${m.path}.biases": config.json says "${m.path}" is ${qdesc} (affine needs biases)`);
+  if (!info.biases && biases) bad(`${tensorDesc(biases)}: config.json says "${m.path}" is ${qdesc}, which has no biases`);
   if (cols % groupSize !== 0) bad(`${tensorDesc(weight)}: input dimension ${cols} is not a multiple of group size ${groupSize}`);
   const packed = [rows, (cols * bits) / 32];
   if (weight.dtype !== 'U32') {
@@ -497,19 +604,22 @@ function affinePlan(
     bad(`${tensorDesc(weight)}: expected U32 ${fmtShape(packed)} for ${qdesc} [${rows}, ${cols}], found ${fmtShape(weight.shape)}${hint}`);
   }
   const sShape = [rows, cols / groupSize];
+  // Affine scales and biases are floats of the model's dtype; the microscaling formats store one byte per group.
+  const byteScales = !info.biases;
   for (const t of [scales, biases]) {
     if (!t) continue;
-    if (!isFloatDType(t.dtype)) bad(`${tensorDesc(t)}: expected a float dtype (BF16, F16 or F32), found ${t.dtype}`);
+    if (byteScales ? t.dtype !== 'U8' : !isFloatDType(t.dtype)) {
+      bad(`${tensorDesc(t)}: expected ${byteScales ? `U8 (${info.scales[0].toUpperCase()} codes)` : 'a float dtype (BF16, F16 or F32)'} for ${qdesc}, found ${t.dtype}`);
+    }
     if (!sameShape(t.shape, sShape)) bad(`${tensorDesc(t)}: expected shape ${fmtShape(sShape)} for ${qdesc} [${rows}, ${cols}], found ${fmtShape(t.shape)}`);
   }
   if (scales && biases && scales.dtype !== biases.dtype) {
     bad(`${tensorDesc(biases)}: dtype ${biases.dtype} differs from the scales' ${scales.dtype}`);
   }
-  if (!ok || !scales || !biases) return null;
-  return {
-    kind: 'affine', path: m.path, role: m.role, bits, groupSize, rows, cols,
-    scaleDtype: toScaleDtype(scales.dtype), weight, scales, biases,
-  };
+  if (!ok || !scales) return null;
+  const scaleDtype: ScaleStorage = byteScales ? info.scales[0] : toScaleDtype(scales.dtype);
+  const format: QuantFormat = { kind: mode, bits, groupSize, scaleDtype };
+  return { kind: 'quant', path: m.path, role: m.role, mode, bits, groupSize, rows, cols, scaleDtype, format, weight, scales, biases };
 }
 
 function planOf(ckpt: Checkpoint, path: string): ModulePlan {
@@ -529,8 +639,7 @@ export async function loadFloat(ckpt: Checkpoint, tensorName: string): Promise<F
 export async function dequantModule(ckpt: Checkpoint, path: string): Promise<Float32Array> {
   const plan = planOf(ckpt, path);
   if (plan.kind === 'float') return loadFloat(ckpt, plan.weight.rawName);
-  const [w, s, b] = await Promise.all([plan.weight, plan.scales, plan.biases].map((t) => readEntry(ckpt.source, t)));
-  return dequantizeAffine(decodeU32(w), s, b, plan.rows, plan.cols, plan.bits, plan.groupSize, plan.scaleDtype);
+  return dequantizeWeight(plan.format, plan.rows, plan.cols, await readQuantTensors(ckpt.source, plan));
 }
 
 /**
@@ -552,10 +661,11 @@ export async function referenceWeights(ckpt: Checkpoint): Promise<Map<string, Fl
 
 export interface ModuleSummary {
   path: string;
-  kind: 'affine' | 'float';
+  /** The quantization mode (affine, mxfp4, ...) or float. */
+  kind: QuantFormat['kind'] | 'float';
   bits: number | null;
   groupSize: number | null;
-  /** Float modules: the weight dtype; affine: the scale/bias dtype. */
+  /** Float modules: the weight dtype; quantized: the scale dtype. */
   dtype: string;
   /** Logical shape ([out, in] for affine modules). */
   shape: number[];
@@ -564,7 +674,7 @@ export interface ModuleSummary {
 
 export interface CheckpointSummary {
   modules: ModuleSummary[];
-  /** "affine 4-bit g64" / "float BF16" → total bytes on disk. */
+  /** formatLabel ("affine 4-bit g64", "mxfp4", "float BF16") → total bytes on disk. */
   bytesByKind: Record<string, number>;
   totalBytes: number;
   tied: boolean;
@@ -572,10 +682,10 @@ export interface CheckpointSummary {
   files: string[];
 }
 
-/** Bytes a module occupies as stored (packed weight + scales + biases, or the float weight). */
+/** Bytes a module occupies as stored (packed weight + scales (+ biases), or the float weight). */
 export function moduleBytes(plan: ModulePlan): number {
-  const size = (t: TensorEntry) => t.end - t.begin;
-  return plan.kind === 'affine' ? size(plan.weight) + size(plan.scales) + size(plan.biases) : size(plan.weight);
+  if (plan.kind === 'quant') return formatBytes(plan.format, plan.rows, plan.cols);
+  return plan.weight.end - plan.weight.begin;
 }
 
 export function summarizeCheckpoint(ckpt: Checkpoint): CheckpointSummary {
@@ -583,14 +693,14 @@ export function summarizeCheckpoint(ckpt: Checkpoint): CheckpointSummary {
   const bytesByKind: Record<string, number> = {};
   let totalBytes = 0;
   for (const plan of ckpt.modules.values()) {
-    const row: ModuleSummary = plan.kind === 'affine'
+    const row: ModuleSummary = plan.kind === 'quant'
       ? {
-        path: plan.path, kind: 'affine', bits: plan.bits, groupSize: plan.groupSize, dtype: plan.scales.dtype,
+        path: plan.path, kind: plan.mode, bits: plan.bits, groupSize: plan.groupSize, dtype: plan.scales.dtype,
         shape: [plan.rows, plan.cols], bytes: moduleBytes(plan),
       }
       : { path: plan.path, kind: 'float', bits: null, groupSize: null, dtype: plan.dtype, shape: plan.shape, bytes: moduleBytes(plan) };
     modules.push(row);
-    const label = row.kind === 'affine' ? `affine ${row.bits}-bit g${row.groupSize}` : `float ${row.dtype}`;
+    const label = plan.kind === 'quant' ? formatLabel(plan.format) : `float ${row.dtype}`;
     bytesByKind[label] = (bytesByKind[label] ?? 0) + row.bytes;
     totalBytes += row.bytes;
   }
@@ -599,5 +709,5 @@ export function summarizeCheckpoint(ckpt: Checkpoint): CheckpointSummary {
 
 /** Element count of a module's logical weight (for size estimates before any bytes are read). */
 export function moduleElements(plan: ModulePlan): number {
-  return plan.kind === 'affine' ? plan.rows * plan.cols : shapeSize(plan.shape);
+  return plan.kind === 'quant' ? plan.rows * plan.cols : shapeSize(plan.shape);
 }

@@ -2,11 +2,12 @@
 // rope settings in rope_parameters or at the top level, and the quantization block (spec §5.1).
 
 import { showValue } from './safetensors.ts';
+import { MLX_MODES, QUANT_MODES } from './weight-format.ts';
 
 export type LayerType = 'linear_attention' | 'full_attention';
 
 export interface QuantParams {
-  mode: 'affine' | 'mxfp4' | 'nvfp4' | 'mxfp8';
+  mode: (typeof MLX_MODES)[number];
   bits: number;
   groupSize: number;
 }
@@ -17,6 +18,31 @@ export interface QuantizationConfig {
   overrides: Map<string, QuantParams | false>;
   /** Normalised module path → the key as config.json spells it (for messages). */
   overrideKeys: Map<string, string>;
+}
+
+/** Which modules a compressed-tensors rule names: "Linear" (every linear), "re:<regex>", or an exact module name. */
+export interface ModuleMatcher { text: string; test(rawModule: string): boolean }
+
+/** One compressed-tensors config group's weight quantization (spec §6.1), or Qwen's block FP8 (spec §6.2). */
+export interface Fp8Rule {
+  targets: ModuleMatcher[];
+  /** How weight_scale covers the weight: one per output row, one per tensor, per G values of a row, per block. */
+  strategy: 'channel' | 'tensor' | 'group' | 'block';
+  groupSize?: number;
+  /** [rows, cols] of a block. */
+  block?: [number, number];
+}
+
+/**
+ * FP8 E4M3 weights with float scales (weight-only here: activations stay f32, so input_activations are ignored).
+ * A module is FP8 iff a rule targets it and `ignore` does not name it; the tensors must agree.
+ */
+export interface Fp8Scheme {
+  method: 'compressed-tensors' | 'fp8';
+  /** The scale tensor's suffix: weight_scale, or Qwen's weight_scale_inv (multiplied despite the name, spec §6.2). */
+  scaleSuffix: 'weight_scale' | 'weight_scale_inv';
+  rules: Fp8Rule[];
+  ignore: ModuleMatcher[];
 }
 
 export interface ModelConfig {
@@ -44,6 +70,8 @@ export interface ModelConfig {
   tieWordEmbeddings: boolean;
   eosTokenIds: number[];
   quantization: QuantizationConfig | null;
+  /** compressed-tensors / Qwen FP8 checkpoints (spec §6); null for MLX and float ones. */
+  fp8: Fp8Scheme | null;
 }
 
 export class ConfigError extends Error {
@@ -176,35 +204,22 @@ function checkArchitecture(top: Scope, text: Scope): string {
   return typeof t === 'string' ? t : '';
 }
 
-// MLX's per-mode defaults (mlx.nn `_defaults_for_mode`). A per-module override dict is passed to
-// `to_quantized(**dict)` on its own, so a key missing from it falls back to THESE, not to the global values.
-const MODE_DEFAULTS: Record<string, { bits: number; groupSize: number }> = {
-  affine: { bits: 4, groupSize: 64 },
-  mxfp4: { bits: 4, groupSize: 32 },
-  nvfp4: { bits: 4, groupSize: 16 },
-  mxfp8: { bits: 8, groupSize: 32 },
-};
-
+// A per-module override dict is passed to MLX's `to_quantized(**dict)` on its own, so a key missing from it falls back
+// to the MODE's defaults (mlx.nn `_defaults_for_mode`, in the format table), not to the global values.
 function parseQuantParams(v: Json, where: string): QuantParams {
   const rawMode = v.mode ?? 'affine';
   if (typeof rawMode !== 'string') throw new ConfigError(`${where}: mode must be a string, found ${show(rawMode)}`);
-  const mode = rawMode as QuantParams['mode'];
-  const bits = (v.bits ?? MODE_DEFAULTS[mode]?.bits) as number;
-  const groupSize = (v.group_size ?? MODE_DEFAULTS[mode]?.groupSize) as number;
-  const allowed: Record<string, { bits: number[]; groups: number[] }> = {
-    affine: { bits: [2, 3, 4, 5, 6, 8], groups: [32, 64, 128] },
-    mxfp4: { bits: [4], groups: [32] },
-    nvfp4: { bits: [4], groups: [16] },
-    mxfp8: { bits: [8], groups: [32] },
-  };
-  const rule = Object.hasOwn(allowed, mode) ? allowed[mode] : undefined;
-  if (!rule) {
-    throw new ConfigError(`${where}: unsupported quantization mode ${show(mode)} (recognised: ${Object.keys(allowed).join(', ')}; only affine runs today)`);
+  if (!(MLX_MODES as readonly string[]).includes(rawMode)) {
+    throw new ConfigError(`${where}: unsupported quantization mode ${show(rawMode)} (recognised: ${MLX_MODES.join(', ')})`);
   }
+  const mode = rawMode as QuantParams['mode'];
+  const rule = QUANT_MODES[mode];
+  const bits = (v.bits ?? rule.defaults?.bits) as number;
+  const groupSize = (v.group_size ?? rule.defaults?.groupSize) as number;
   if (!rule.bits.includes(bits)) {
     throw new ConfigError(`${where}: unsupported bits ${show(bits)} for mode ${mode} (expected one of ${rule.bits.join(', ')})`);
   }
-  if (!rule.groups.includes(groupSize)) {
+  if (rule.groups !== 'row' && !rule.groups.includes(groupSize)) {
     throw new ConfigError(`${where}: unsupported group_size ${show(groupSize)} for mode ${mode} (expected one of ${rule.groups.join(', ')})`);
   }
   return { mode, bits, groupSize };
@@ -224,8 +239,9 @@ export function parseQuantization(raw: Json): QuantizationConfig | null {
   if (raw.quantization && raw.quantization_config && !sameJson(raw.quantization, raw.quantization_config)) {
     throw new ConfigError('"quantization" and "quantization_config" differ; refusing to guess which one the weights follow');
   }
+  if (q.quant_method === 'compressed-tensors' || q.quant_method === 'fp8') return null; // parseFp8Scheme
   if (isSet(q.quant_method) && q.quant_method !== 'mlx') {
-    throw new ConfigError(`quantization method ${show(q.quant_method)} is not supported yet (MLX affine/mx formats only)`);
+    throw new ConfigError(`quantization method ${show(q.quant_method)} is not supported (supported: MLX affine / mxfp4 / nvfp4 / mxfp8, compressed-tensors FP8, Qwen FP8)`);
   }
   const defaults = parseQuantParams(q, 'quantization defaults');
   const overrides = new Map<string, QuantParams | false>();
@@ -244,6 +260,94 @@ export function parseQuantization(raw: Json): QuantizationConfig | null {
     overrideKeys.set(normaliseName(k), k);
   }
   return { defaults, overrides, overrideKeys };
+}
+
+function matcher(v: unknown, where: string): ModuleMatcher {
+  if (typeof v !== 'string' || v === '') throw new ConfigError(`${where} must be a module name, "Linear" or "re:<pattern>", found ${show(v)}`);
+  if (v.startsWith('re:')) {
+    let re: RegExp;
+    try {
+      // compressed-tensors applies re.match: anchored at the start of the module name only.
+      re = new RegExp(`^(?:${v.slice(3)})`);
+    } catch (e) {
+      throw new ConfigError(`${where}: ${show(v)} is not a regular expression this runtime can read (${(e as Error).message})`);
+    }
+    return { text: v, test: (m) => re.test(m) };
+  }
+  // "Linear" is the class name the recipes target; every module this model quantizes is one.
+  if (v === 'Linear') return { text: v, test: () => true };
+  return { text: v, test: (m) => m === v || normaliseName(m) === normaliseName(v) };
+}
+
+function matchers(v: unknown, where: string): ModuleMatcher[] {
+  if (!isSet(v)) return [];
+  if (!Array.isArray(v)) throw new ConfigError(`${where} must be a list, found ${show(v)}`);
+  return v.map((x, i) => matcher(x, `${where}[${i}]`));
+}
+
+function positiveInts(v: unknown, n: number): number[] | null {
+  // block_structure is [rows, cols], or "RxC" in older compressed-tensors versions.
+  const list = typeof v === 'string' ? v.split('x').map(Number) : v;
+  return Array.isArray(list) && list.length === n && list.every((x) => Number.isInteger(x) && x > 0) ? (list as number[]) : null;
+}
+
+/**
+ * compressed-tensors (`quant_method: compressed-tensors`, float-quantized FP8 weights) and Qwen's FP8 releases
+ * (`quant_method: fp8`, 128 × 128 blocks), spec §6. Other compressed-tensors formats (int4 pack-quantized, nvfp4)
+ * are refused by name: their tensors are not laid out as MLX files.
+ */
+export function parseFp8Scheme(raw: Json): Fp8Scheme | null {
+  const text = isObject(raw.text_config) ? raw.text_config : {};
+  const q = [raw.quantization_config, text.quantization_config, raw.quantization, text.quantization].find(isObject);
+  if (!q || (q.quant_method !== 'compressed-tensors' && q.quant_method !== 'fp8')) return null;
+  const where = 'quantization_config';
+  if (q.quant_method === 'fp8') {
+    if (isSet(q.fmt) && q.fmt !== 'e4m3') throw new ConfigError(`${where}.fmt ${show(q.fmt)} is not supported (expected "e4m3")`);
+    const block = positiveInts(q.weight_block_size, 2);
+    if (!block) throw new ConfigError(`${where}.weight_block_size must be [rows, cols] of positive integers, found ${show(q.weight_block_size)}`);
+    return {
+      method: 'fp8', scaleSuffix: 'weight_scale_inv',
+      rules: [{ targets: [matcher('Linear', where)], strategy: 'block', block: block as [number, number] }],
+      ignore: matchers(q.modules_to_not_convert ?? q.ignored_layers, `${where}.modules_to_not_convert`),
+    };
+  }
+  const format = q.format;
+  if (isSet(format) && format !== 'float-quantized' && format !== 'naive-quantized') {
+    throw new ConfigError(`${where}.format ${show(format)} is not supported: only FP8 weights ("float-quantized" or "naive-quantized") load from compressed-tensors checkpoints`);
+  }
+  if (!isObject(q.config_groups) || Object.keys(q.config_groups).length === 0) {
+    throw new ConfigError(`${where}.config_groups must be an object of quantization groups, found ${show(q.config_groups)}`);
+  }
+  const rules: Fp8Rule[] = [];
+  for (const [name, g] of Object.entries(q.config_groups)) {
+    const at = `${where}.config_groups.${name}`;
+    if (!isObject(g)) throw new ConfigError(`${at} must be an object, found ${show(g)}`);
+    if (isSet(g.format) && g.format !== 'float-quantized' && g.format !== 'naive-quantized') {
+      throw new ConfigError(`${at}.format ${show(g.format)} is not supported: only FP8 weights ("float-quantized" or "naive-quantized")`);
+    }
+    const w = g.weights;
+    if (!isObject(w)) throw new ConfigError(`${at}.weights must be an object (weight-only runtime: the weights' quantization is what matters), found ${show(w)}`);
+    if (w.num_bits !== 8 || w.type !== 'float') {
+      throw new ConfigError(`${at}.weights: ${show(w.num_bits)}-bit ${show(w.type)} weights are not supported (only 8-bit float, FP8 E4M3)`);
+    }
+    if (w.symmetric === false) throw new ConfigError(`${at}.weights: asymmetric FP8 (a zero point) is not supported`);
+    const strategy = w.strategy;
+    const rule: Fp8Rule = { targets: matchers(g.targets, `${at}.targets`), strategy: 'channel' };
+    if (rule.targets.length === 0) throw new ConfigError(`${at}.targets is empty: the group quantizes nothing`);
+    if (strategy === 'channel' || strategy === 'tensor') rule.strategy = strategy;
+    else if (strategy === 'group') {
+      if (!Number.isInteger(w.group_size) || (w.group_size as number) <= 0) throw new ConfigError(`${at}.weights.group_size must be a positive integer for strategy "group", found ${show(w.group_size)}`);
+      Object.assign(rule, { strategy, groupSize: w.group_size as number });
+    } else if (strategy === 'block') {
+      const block = positiveInts(w.block_structure, 2);
+      if (!block) throw new ConfigError(`${at}.weights.block_structure must be [rows, cols], found ${show(w.block_structure)}`);
+      Object.assign(rule, { strategy, block });
+    } else {
+      throw new ConfigError(`${at}.weights.strategy ${show(strategy)} is not supported (expected channel, tensor, group or block)`);
+    }
+    rules.push(rule);
+  }
+  return { method: 'compressed-tensors', scaleSuffix: 'weight_scale', rules, ignore: matchers(q.ignore, `${where}.ignore`) };
 }
 
 /** Deep equality of two JSON values, key order aside; iterative, so hostile nesting cannot overflow the stack. */
@@ -417,6 +521,7 @@ export function parseConfig(raw: unknown): ModelConfig {
     tieWordEmbeddings: tie,
     eosTokenIds,
     quantization: parseQuantization(raw),
+    fp8: parseFp8Scheme(raw),
   };
 }
 

@@ -5,10 +5,12 @@
 import { layoutModules } from './checkpoint.ts';
 import { normaliseName, parseConfig } from './config.ts';
 import { encodeFloats } from './dtype.ts';
-import { quantizeAffine } from './quant.ts';
+import { quantizeFp8Blocks } from './fp-quant.ts';
+import { quantizeWeight } from './weight-codec.ts';
+import { QUANT_MODES, type QuantFormat } from './weight-format.ts';
 import { writeCheckpointFiles, type TensorData } from './writer.ts';
 
-export const TINY_RECIPES = ['bf16', 'propc', 'unsloth3', 'udq2', 'q4g32', 'q8g128'] as const;
+export const TINY_RECIPES = ['bf16', 'propc', 'unsloth3', 'udq2', 'q4g32', 'q8g128', 'udmxfp4', 'udnvfp4', 'udmxfp8', 'ctfp8', 'qwenfp8'] as const;
 export type TinyRecipe = (typeof TINY_RECIPES)[number];
 
 export interface TinyOptions {
@@ -39,7 +41,11 @@ export const TINY_SHAPE = {
 
 export type TinyShape = { [K in keyof typeof TINY_SHAPE]: number };
 
-interface Quant { bits: number; groupSize: number }
+/**
+ * A module's quantization; mode defaults to affine. fp8 is E4M3 with one bf16 scale per output row (compressed-
+ * tensors "channel", groupSize = the row) or, with `block`, one f32 scale per block (Qwen FP8 weight_scale_inv).
+ */
+interface Quant { bits: number; groupSize: number; mode?: 'affine' | 'mxfp4' | 'nvfp4' | 'mxfp8' | 'fp8'; block?: [number, number] }
 
 interface Recipe {
   /** Global quantization block; null = unquantized checkpoint. */
@@ -50,6 +56,8 @@ interface Recipe {
   /** Quantization of each Linear/Embedding, by module path (normalised); null = left in bf16. */
   quant(path: string): Quant | null;
   shards: number;
+  /** FP8 checkpoints (spec §6): HF names, and a transformers-style quantization_config instead of MLX's block. */
+  fp8?: 'compressed-tensors' | 'fp8';
 }
 
 /** The module type a path ends with: "q_proj", "in_proj_qkv", "embed_tokens", ... */
@@ -58,6 +66,18 @@ function leaf(path: string): string {
 }
 
 const g64 = (bits: number): Quant => ({ bits, groupSize: 64 });
+const MXFP4: Quant = { mode: 'mxfp4', bits: 4, groupSize: 32 };
+const NVFP4: Quant = { mode: 'nvfp4', bits: 4, groupSize: 16 };
+const MXFP8: Quant = { mode: 'mxfp8', bits: 8, groupSize: 32 };
+const FP8_CHANNEL: Quant = { mode: 'fp8', bits: 8, groupSize: 0 };
+const FP8_BLOCK: Quant = { mode: 'fp8', bits: 8, groupSize: 128, block: [128, 128] };
+
+/** The table entry of a recipe's quantization: MLX stores affine scales in the model dtype (bf16 here). */
+function formatOf(q: Quant, cols: number): QuantFormat {
+  const mode = q.mode ?? 'affine';
+  if (mode === 'fp8') return { kind: 'fp8', bits: 8, groupSize: q.groupSize || cols, scaleDtype: 'bf16' };
+  return { kind: mode, bits: q.bits, groupSize: q.groupSize, scaleDtype: mode === 'affine' ? 'bf16' : QUANT_MODES[mode].scales[0] };
+}
 
 const RECIPES: Record<TinyRecipe, Recipe> = {
   bf16: { defaults: null, writeMode: false, tied: true, shards: 1, quant: () => null },
@@ -98,7 +118,52 @@ const RECIPES: Record<TinyRecipe, Recipe> = {
   },
   q4g32: { defaults: { bits: 4, groupSize: 32 }, writeMode: true, tied: true, shards: 1, quant: () => ({ bits: 4, groupSize: 32 }) },
   q8g128: { defaults: { bits: 8, groupSize: 128 }, writeMode: true, tied: false, shards: 1, quant: () => ({ bits: 8, groupSize: 128 }) },
+  // The microscaling siblings of the UD series (seed 002), each mixing modes per module as mixed recipes do: a base
+  // mode for the bulk, other modes and affine bits in per-module dicts, and bf16 projections.
+  udmxfp4: {
+    defaults: MXFP4, writeMode: true, tied: false, shards: 2,
+    quant: (p) => {
+      switch (leaf(p)) {
+        case 'down_proj': return MXFP8;
+        case 'lm_head': return g64(6);
+        case 'in_proj_a': case 'in_proj_b': return g64(8);
+        case 'o_proj': case 'out_proj': return null;
+        default: return MXFP4; // embed, gate/up, q/k/v, in_proj_qkv/z
+      }
+    },
+  },
+  udnvfp4: {
+    defaults: NVFP4, writeMode: true, tied: false, shards: 1,
+    quant: (p) => {
+      switch (leaf(p)) {
+        case 'lm_head': return MXFP8;
+        case 'o_proj': return g64(8);
+        case 'out_proj': return null;
+        default: return NVFP4;
+      }
+    },
+  },
+  udmxfp8: {
+    defaults: MXFP8, writeMode: true, tied: true, shards: 1,
+    quant: (p) => (/(o_proj|out_proj)$/.test(p) ? null : MXFP8),
+  },
+  // compressed-tensors FP8-Dynamic (seed 003): every Linear FP8 per channel except the ignore list (lm_head, the
+  // GDN's small in_proj_a/b, one o_proj by exact name); embed_tokens is not a Linear and stays bf16.
+  ctfp8: {
+    defaults: null, writeMode: false, tied: false, shards: 2, fp8: 'compressed-tensors',
+    quant: (p) => (p === 'embed_tokens' || CT_IGNORED(p) ? null : FP8_CHANNEL),
+  },
+  // Qwen's own block FP8 (spec §6.2): 128 × 128 blocks; out_proj left in bf16, as only the tensors say.
+  qwenfp8: {
+    defaults: null, writeMode: false, tied: false, shards: 1, fp8: 'fp8',
+    quant: (p) => (p === 'embed_tokens' || p === 'lm_head' || p.endsWith('out_proj') ? null : FP8_BLOCK),
+  },
 };
+
+const CT_IGNORE = ['lm_head', 're:.*linear_attn\\.in_proj_[ab]$', 'model.language_model.layers.3.self_attn.o_proj', 're:model\\.visual\\..*'];
+function CT_IGNORED(p: string): boolean {
+  return p === 'lm_head' || /linear_attn\.in_proj_[ab]$/.test(p) || p === 'layers.3.self_attn.o_proj';
+}
 
 /** The bits and group size a recipe gives a Linear/Embedding module (normalised path); null = float. */
 export function tinyRecipeQuant(recipe: TinyRecipe, path: string): Quant | null {
@@ -213,13 +278,25 @@ function tensorsFor(m: TinyModule, q: Quant | null, seed: number, hf: boolean): 
   switch (m.role) {
     case 'embedding': case 'linear': {
       if (!q) return [{ name: rawName(m.path, 'weight', hf), dtype: 'BF16', shape: m.shape, data: encodeFloats(v, 'BF16') }];
-      const r = quantizeAffine(v, rows, cols, q.bits, q.groupSize, 'bf16');
+      if (q.mode === 'fp8') {
+        const scale = q.block ? 'weight_scale_inv' : 'weight_scale';
+        const r = q.block ? quantizeFp8Blocks(v, rows, cols, q.block[0], q.block[1], 'F32') : quantizeWeight(v, rows, cols, formatOf(q, cols));
+        const sShape = q.block ? [Math.ceil(rows / q.block[0]), Math.ceil(cols / q.block[1])] : [rows, 1];
+        return [
+          { name: rawName(m.path, 'weight', hf), dtype: 'F8_E4M3', shape: [rows, cols], data: r.weight },
+          { name: rawName(m.path, scale, hf), dtype: q.block ? 'F32' : 'BF16', shape: sShape, data: r.scales! },
+        ];
+      }
+      const f = formatOf(q, cols);
+      const r = quantizeWeight(v, rows, cols, f);
       const sShape = [rows, cols / q.groupSize];
-      return [
-        { name: rawName(m.path, 'weight', hf), dtype: 'U32', shape: [rows, (cols * q.bits) / 32], data: new Uint8Array(r.weight.buffer) },
-        { name: rawName(m.path, 'scales', hf), dtype: 'BF16', shape: sShape, data: r.scales },
-        { name: rawName(m.path, 'biases', hf), dtype: 'BF16', shape: sShape, data: r.biases },
+      const out: TensorData[] = [
+        { name: rawName(m.path, 'weight', hf), dtype: 'U32', shape: [rows, (cols * q.bits) / 32], data: r.weight },
+        // Affine scales are bf16; the microscaling formats store one E8M0 / E4M3 byte per group (U8 in the file).
+        { name: rawName(m.path, 'scales', hf), dtype: f.kind === 'affine' ? 'BF16' : 'U8', shape: sShape, data: r.scales! },
       ];
+      if (r.biases) out.push({ name: rawName(m.path, 'biases', hf), dtype: 'BF16', shape: sShape, data: r.biases });
+      return out;
     }
     case 'norm': {
       // MLX sanitize adds the 1 in bf16, so the stored gain is bf16(1 + w); HF keeps the zero-centred w.
@@ -285,16 +362,31 @@ function tinyConfig(tied: boolean, s: TinyShape, eos?: number[]): Record<string,
 }
 
 function quantizationBlock(r: Recipe, mods: TinyModule[], hf: boolean): Record<string, unknown> | null {
+  if (r.fp8 === 'fp8') return { quant_method: 'fp8', fmt: 'e4m3', activation_scheme: 'dynamic', weight_block_size: [128, 128] };
+  if (r.fp8 === 'compressed-tensors') {
+    // The shape of llm-compressor's FP8_DYNAMIC preset (spec §6.1).
+    return {
+      quant_method: 'compressed-tensors', format: 'float-quantized', quantization_status: 'compressed',
+      config_groups: {
+        group_0: {
+          targets: ['Linear'],
+          weights: { num_bits: 8, type: 'float', strategy: 'channel', symmetric: true, dynamic: false, observer: 'minmax' },
+          input_activations: { num_bits: 8, type: 'float', strategy: 'token', symmetric: true, dynamic: true },
+        },
+      },
+      ignore: CT_IGNORE, kv_cache_scheme: null,
+    };
+  }
   if (!r.defaults) return null;
-  const entry = (q: Quant) => (r.writeMode ? { group_size: q.groupSize, bits: q.bits, mode: 'affine' } : { group_size: q.groupSize, bits: q.bits });
+  const entry = (q: Quant) => (r.writeMode ? { group_size: q.groupSize, bits: q.bits, mode: q.mode ?? 'affine' } : { group_size: q.groupSize, bits: q.bits });
   const block: Record<string, unknown> = { group_size: r.defaults.groupSize, bits: r.defaults.bits };
-  if (r.writeMode) block.mode = 'affine';
+  if (r.writeMode) block.mode = r.defaults.mode ?? 'affine';
   for (const m of mods) {
     if (m.role !== 'linear' && m.role !== 'embedding') continue;
     const q = r.quant(m.path);
     const key = rawName(m.path, '', hf);
     if (!q) block[key] = false;
-    else if (q.bits !== r.defaults.bits || q.groupSize !== r.defaults.groupSize) block[key] = entry(q);
+    else if (q.bits !== r.defaults.bits || q.groupSize !== r.defaults.groupSize || (q.mode ?? 'affine') !== (r.defaults.mode ?? 'affine')) block[key] = entry(q);
   }
   return block;
 }
@@ -304,7 +396,7 @@ export function makeTinyCheckpoint(recipe: TinyRecipe, opts: TinyOptions = {}): 
   const r = RECIPES[recipe];
   if (!r) throw new Error(`unknown tiny recipe "${recipe}" (expected one of ${TINY_RECIPES.join(', ')})`);
   const seed = opts.seed ?? 0;
-  const hf = opts.hf ?? false;
+  const hf = opts.hf ?? r.fp8 !== undefined;
   const shape: TinyShape = { ...TINY_SHAPE, ...opts.shape };
   const mods = tinyModules(r.tied, shape);
   const tensors: TensorData[] = [];
@@ -316,7 +408,9 @@ export function makeTinyCheckpoint(recipe: TinyRecipe, opts: TinyOptions = {}): 
   const shards = opts.shards ?? r.shards;
   // A module whose triplet spans shards catches loaders that assume one file per module.
   const split = shards >= 3 ? splitCandidate(r, mods, hf) : [];
-  return writeCheckpointFiles(tinyConfig(r.tied, shape, opts.eosTokenIds), quantizationBlock(r, mods, hf), tensors, { shards, splitModules: split });
+  return writeCheckpointFiles(tinyConfig(r.tied, shape, opts.eosTokenIds), quantizationBlock(r, mods, hf), tensors, {
+    shards, splitModules: split, quantizationKeys: r.fp8 ? ['quantization_config'] : undefined,
+  });
 }
 
 function splitCandidate(r: Recipe, mods: TinyModule[], hf: boolean): string[] {

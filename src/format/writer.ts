@@ -68,20 +68,22 @@ export interface CheckpointWriteOptions {
    */
   splitModules?: string[];
   metadata?: Record<string, string>;
+  /** Where config.json keeps the quantization block: both names (mlx-lm) by default; transformers writes quantization_config only. */
+  quantizationKeys?: readonly ('quantization' | 'quantization_config')[];
 }
 
 /**
  * config.json text with the quantization block stored under both names, like mlx-lm's save_config; keys are
  * sorted at the top level as save_config does.
  */
-export function configJson(config: Record<string, unknown>, quantization: Record<string, unknown> | null): string {
+export function configJson(
+  config: Record<string, unknown>, quantization: Record<string, unknown> | null,
+  keys: readonly ('quantization' | 'quantization_config')[] = ['quantization', 'quantization_config'],
+): string {
   const c: Record<string, unknown> = { ...config };
   delete c.quantization;
   delete c.quantization_config;
-  if (quantization) {
-    c.quantization = quantization;
-    c.quantization_config = quantization;
-  }
+  if (quantization) for (const k of keys) c[k] = quantization;
   const sorted = Object.fromEntries(Object.keys(c).sort().map((k) => [k, c[k]]));
   return JSON.stringify(sorted, null, 4);
 }
@@ -130,7 +132,7 @@ export function writeCheckpointFiles(
   const n = opts.shards ?? 1;
   const files = new Map<string, Uint8Array>();
   const enc = new TextEncoder();
-  files.set('config.json', enc.encode(configJson(config, quantization)));
+  files.set('config.json', enc.encode(configJson(config, quantization, opts.quantizationKeys)));
   if (n <= 1) {
     files.set('model.safetensors', writeSafetensors(tensors, opts.metadata));
     return files;

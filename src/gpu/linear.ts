@@ -5,11 +5,14 @@
 import { grid2d, type GpuContext } from './context.ts';
 import type { Binding, Kernel, Recorder } from './plan.ts';
 import { shader, shaderText } from './shaders.ts';
+import {
+  describeFormat, formatConstants, formatProblem, isQuant, sameFormat, SCALE_STORAGE, storedTensors as storedLayout,
+  type FloatStorage, type LinearFormat,
+} from '../format/weight-format.ts';
 
-export type ScaleDtype = 'bf16' | 'f16' | 'f32';
-export type LinearFormat =
-  | { kind: 'affine'; bits: 2 | 3 | 4 | 5 | 6 | 8; groupSize: 32 | 64 | 128; scaleDtype: ScaleDtype }
-  | { kind: 'float'; dtype: ScaleDtype };
+export type { LinearFormat, QuantFormat } from '../format/weight-format.ts';
+/** Storage of a float weight or of affine scales/biases (kept for callers that build affine formats). */
+export type ScaleDtype = FloatStorage;
 /** W[rows, cols], y = x·Wᵀ */
 export interface LinearSpec { name: string; rows: number; cols: number; format: LinearFormat }
 export interface LinearPart { rowStart: number; rows: number; weight: GPUBuffer; scales?: GPUBuffer; biases?: GPUBuffer }
@@ -77,8 +80,7 @@ export function matvecTokens(M: number): number {
   return mt;
 }
 
-const DTYPE_CODE: Record<ScaleDtype, number> = { bf16: 0, f16: 1, f32: 2 };
-const DTYPE_BYTES: Record<ScaleDtype, number> = { bf16: 2, f16: 2, f32: 4 };
+const floatCode = (d: FloatStorage): number => SCALE_STORAGE[d].code;
 
 const ceil4 = (n: number): number => Math.ceil(n / 4) * 4;
 // Affine weights are read as vec4<u32>: the buffer must hold whole 16-byte words.
@@ -103,26 +105,24 @@ function upload(ctx: GpuContext, pieces: Uint8Array[], size: number, label: stri
   return buf;
 }
 
-/** Bytes per row of each stored tensor, in upload order (weight, then scales and biases for affine). */
-function rowBytes(spec: LinearSpec): number[] {
-  const f = spec.format;
-  if (f.kind === 'float') return [spec.cols * DTYPE_BYTES[f.dtype]];
-  const sb = (spec.cols / f.groupSize) * DTYPE_BYTES[f.scaleDtype];
-  return [(spec.cols * f.bits) / 8, sb, sb];
-}
-
 const labels = ['weight', 'scales', 'biases'];
 
-/** The stored tensors of a linear in upload order (weight, then scales and biases for affine), sizes checked. */
-function storedTensors(spec: LinearSpec, data: { weight: Uint8Array; scales?: Uint8Array; biases?: Uint8Array }): Uint8Array[] {
+type LinearData = { weight: Uint8Array; scales?: Uint8Array; biases?: Uint8Array };
+
+/** Bytes per row of each stored tensor, in upload order (the format table's storedTensors). */
+function rowBytes(spec: LinearSpec): number[] {
+  return storedLayout(spec.format, spec.cols).map((t) => t.rowBytes);
+}
+
+/** The stored tensors of a linear in upload order (weight, then scales and biases where the format has them), sizes checked. */
+function storedTensors(spec: LinearSpec, data: LinearData): Uint8Array[] {
   const { name, rows, cols, format } = spec;
-  const perRow = rowBytes(spec);
-  const tensors = format.kind === 'affine' ? [data.weight, data.scales, data.biases] : [data.weight];
-  return tensors.map((t, i) => {
-    if (!t) throw new Error(`linear "${name}": missing ${labels[i]} for ${format.kind} format`);
-    const want = rows * perRow[i];
+  return storedLayout(format, cols).map(({ label, rowBytes: perRow }) => {
+    const t = data[label];
+    if (!t) throw new Error(`linear "${name}": missing ${label} for ${describeFormat(format)}`);
+    const want = rows * perRow;
     if (t.byteLength !== want) {
-      throw new Error(`linear "${name}": ${labels[i]} has ${t.byteLength} bytes, expected ${want} for [${rows}, ${cols}] ${describe(format)}`);
+      throw new Error(`linear "${name}": ${label} has ${t.byteLength} bytes, expected ${want} for [${rows}, ${cols}] ${describeFormat(format)}`);
     }
     return t;
   });
@@ -133,14 +133,13 @@ function checkSpec(spec: LinearSpec): void {
   if (!Number.isInteger(rows) || rows <= 0 || !Number.isInteger(cols) || cols <= 0) {
     throw new Error(`linear "${name}": rows and cols must be positive integers, found [${rows}, ${cols}]`);
   }
-  if (f.kind === 'affine') {
-    if (![2, 3, 4, 5, 6, 8].includes(f.bits)) throw new Error(`linear "${name}": unsupported affine bits ${f.bits}`);
-    if (![32, 64, 128].includes(f.groupSize)) throw new Error(`linear "${name}": unsupported group size ${f.groupSize}`);
-    if (cols % f.groupSize !== 0) throw new Error(`linear "${name}": cols ${cols} is not a multiple of the group size ${f.groupSize}`);
-    if (!(f.scaleDtype in DTYPE_CODE)) throw new Error(`linear "${name}": unsupported scale dtype ${String(f.scaleDtype)}`);
-  } else if (!(f.dtype in DTYPE_CODE)) {
-    throw new Error(`linear "${name}": unsupported float dtype ${String(f.dtype)}`);
-  }
+  const problem = formatProblem(f, cols);
+  if (problem) throw new Error(`linear "${name}": ${problem}`);
+}
+
+/** Buffers of a part, by tensor: a format without biases binds its scales in the biases slot (never read there). */
+function partOf(rowStart: number, rows: number, bufs: GPUBuffer[]): LinearPart {
+  return { rowStart, rows, weight: bufs[0], scales: bufs[1], biases: bufs[2] ?? bufs[1] };
 }
 
 /**
@@ -163,7 +162,7 @@ export function createGpuLinear(
 
   // Parts need the same row count for every tensor, so the widest row decides.
   const widest = Math.max(...perRow);
-  const pad = format.kind === 'affine' ? ceil16 : ceil4;
+  const pad = isQuant(format) ? ceil16 : ceil4;
   let rowsPerPart = Math.min(rows, Math.floor(limit / widest));
   while (rowsPerPart > 0 && pad(rowsPerPart * widest) > limit) rowsPerPart--;
   if (rowsPerPart < 1) {
@@ -180,15 +179,9 @@ export function createGpuLinear(
       bytes += size;
       return upload(ctx, [slice], size, `${name}.${labels[i]}[${rowStart}:${rowStart + n}]`);
     });
-    parts.push({ rowStart, rows: n, weight: bufs[0], scales: bufs[1], biases: bufs[2] });
+    parts.push(partOf(rowStart, n, bufs));
   }
   return { ...spec, parts, bytes };
-}
-
-/** Same element, group and scale storage: rows of one can follow rows of the other in one buffer. */
-function sameFormat(a: LinearFormat, b: LinearFormat): boolean {
-  if (a.kind === 'affine' && b.kind === 'affine') return a.bits === b.bits && a.groupSize === b.groupSize && a.scaleDtype === b.scaleDtype;
-  return a.kind === 'float' && b.kind === 'float' && a.dtype === b.dtype;
 }
 
 /** Linears with these specs can be fused: one format, one width, at most 4 members, one buffer per tensor. */
@@ -222,19 +215,15 @@ export function createFusedLinear(
   const tensors = members.map((m) => storedTensors(m.spec, m.data));
   let bytes = 0;
   const bufs = tensors[0].map((_, i) => {
-    const size = i === 0 && format.kind === 'affine' ? ceil16(rows * perRow[i]) : ceil4(rows * perRow[i]);
+    const size = i === 0 && isQuant(format) ? ceil16(rows * perRow[i]) : ceil4(rows * perRow[i]);
     bytes += size;
     return upload(ctx, tensors.map((t) => t[i]), size, `${name}.${labels[i]}`);
   });
   return {
     name, rows, cols, format, bytes,
-    parts: [{ rowStart: 0, rows, weight: bufs[0], scales: bufs[1], biases: bufs[2] }],
+    parts: [partOf(0, rows, bufs)],
     fused: { kind, segments: specs.map((s) => s.rows), names: specs.map((s) => s.name) },
   };
-}
-
-function describe(f: LinearFormat): string {
-  return f.kind === 'affine' ? `affine ${f.bits}-bit gs${f.groupSize} ${f.scaleDtype}` : `float ${f.dtype}`;
 }
 
 export function destroyGpuLinear(lin: GpuLinear): void {
@@ -244,10 +233,6 @@ export function destroyGpuLinear(lin: GpuLinear): void {
     p.biases?.destroy();
   }
   lin.parts = [];
-}
-
-function affineConstants(f: Extract<LinearFormat, { kind: 'affine' }>): Record<string, number> {
-  return { BITS: f.bits, GS: f.groupSize, SDT: DTYPE_CODE[f.scaleDtype] };
 }
 
 /** Knobs for tests and benchmarks; the defaults are what the model uses. */
@@ -330,7 +315,7 @@ export function canFoldNorm(ctx: GpuContext, lin: GpuLinear, M: number): boolean
   // Storage buffers of the kernel with the gain: weight, scales, biases, x, y (+ 3 more outputs for a split) + gain.
   // A split needs 9, one more than WebGPU's default maxStorageBuffersPerShaderStage of 8.
   const storage = 6 + (lin.fused?.kind === 'split' ? 3 : 0);
-  return lin.format.kind === 'affine' && M <= linearTuning(ctx).matvecMaxM && storage <= ctx.limits.maxStorageBuffersPerShaderStage;
+  return isQuant(lin.format) && M <= linearTuning(ctx).matvecMaxM && storage <= ctx.limits.maxStorageBuffersPerShaderStage;
 }
 
 type Output =
@@ -343,7 +328,7 @@ function dispatchLinear(rec: Recorder, lin: GpuLinear, x: GPUBuffer, M: number, 
   const { ctx } = rec;
   if (M <= 0) return;
   if (norm && !canFoldNorm(ctx, lin, M)) {
-    throw new Error(`linear "${lin.name}": an RMSNorm folds only into the affine matvec (${describe(lin.format)}, M = ${M})`);
+    throw new Error(`linear "${lin.name}": an RMSNorm folds only into the quantized matvec (${describeFormat(lin.format)}, M = ${M})`);
   }
   if (norm && norm.gain.size < lin.cols * 4) {
     throw new Error(`linear "${lin.name}": the norm gain holds ${norm.gain.size} bytes, needs ${lin.cols * 4}`);
@@ -375,7 +360,7 @@ function dispatchLinear(rec: Recorder, lin: GpuLinear, x: GPUBuffer, M: number, 
   const f = lin.format;
   const tiled = M > linearTuning(ctx).matvecMaxM;
   // Float weights keep one token per workgroup (their four vec4 accumulators per row would not fit MT tokens).
-  const mt = !tiled && f.kind === 'affine' ? matvecTokens(M) : 1;
+  const mt = !tiled && isQuant(f) ? matvecTokens(M) : 1;
   // The output stage comes last; SwiGLU's σ is gates.wgsl's, shared with every other kernel.
   const stage = out.stage === 'split' ? ['linear_out_split', 'linear_out_rows']
     : out.stage === 'swiglu' ? ['gates', 'linear_out_swiglu'] : ['linear_out', 'linear_out_rows'];
@@ -388,29 +373,29 @@ function dispatchLinear(rec: Recorder, lin: GpuLinear, x: GPUBuffer, M: number, 
   let kernel: Kernel;
   let rowsPerGroup = TILE;
   if (tiled) {
-    kernel = f.kind === 'affine'
-      ? { code: kernelText(['qcommon', 'qmatmul', ...stage]), constants: { ...affineConstants(f), ...stageConstants } }
-      : { code: kernelText(['matvec_float', 'qreduce_wg', ...stage], { scalarXBinding: floatX }), constants: { WDT: DTYPE_CODE[f.dtype], ...stageConstants }, entry: 'matmul' };
-  } else if (f.kind === 'affine') {
+    kernel = isQuant(f)
+      ? { code: kernelText(['qcommon', 'qmatmul', ...stage]), constants: { ...formatConstants(f), ...stageConstants } }
+      : { code: kernelText(['matvec_float', 'qreduce_wg', ...stage], { scalarXBinding: floatX }), constants: { WDT: floatCode(f.dtype), ...stageConstants }, entry: 'matmul' };
+  } else if (isQuant(f)) {
     const { tpr, slots, subgroups } = matvecShape(ctx, lin.cols / 32);
     const code = kernelText(['qcommon', 'qmatvec', norm ? 'qnorm' : 'qnorm_off', subgroups ? 'qreduce_sg' : 'qreduce_wg', ...stage], {
       subgroups,
       scalarXBinding: xOff % 4 === 0 ? undefined : 4,
     });
-    kernel = { code, constants: { ...affineConstants(f), TPR: tpr, SLOTS: slots, MT: mt, ...stageConstants } };
+    kernel = { code, constants: { ...formatConstants(f), TPR: tpr, SLOTS: slots, MT: mt, ...stageConstants } };
     rowsPerGroup = slots * ROWS_PER_SLOT;
   } else {
     const { tpr, slots, subgroups } = matvecShape(ctx, Math.ceil(lin.cols / 8));
     const code = kernelText(['matvec_float', subgroups ? 'qreduce_sg' : 'qreduce_wg', ...stage], { subgroups, scalarXBinding: floatX });
-    kernel = { code, constants: { WDT: DTYPE_CODE[f.dtype], TPR: tpr, SLOTS: slots, ...stageConstants }, entry: 'matvec' };
+    kernel = { code, constants: { WDT: floatCode(f.dtype), TPR: tpr, SLOTS: slots, ...stageConstants }, entry: 'matvec' };
     rowsPerGroup = slots * ROWS_PER_SLOT;
   }
   const zGroups = Math.ceil(M / (tiled ? TILE : mt));
   if (zGroups > ctx.limits.maxComputeWorkgroupsPerDimension) {
     throw new Error(`linear "${lin.name}": M = ${M} needs more than ${ctx.limits.maxComputeWorkgroupsPerDimension} workgroups along z`);
   }
-  const xBinding = f.kind === 'affine' ? 4 : 2;
-  const yBinding = f.kind === 'affine' ? 5 : 3;
+  const xBinding = isQuant(f) ? 4 : 2;
+  const yBinding = isQuant(f) ? 5 : 3;
 
   for (const p of lin.parts) {
     // SwiGLU pairs gate rows with up rows: the grid covers blocks of 2·PAIR logical rows per PAIR outputs.
@@ -424,7 +409,7 @@ function dispatchLinear(rec: Recorder, lin: GpuLinear, x: GPUBuffer, M: number, 
     const params = rec.params(words);
     const bindings: Record<number, Binding> = { 0: params, 1: p.weight, [xBinding]: x };
     if (norm) bindings[6] = norm.gain;
-    if (f.kind === 'affine') Object.assign(bindings, { 2: p.scales!, 3: p.biases! });
+    if (isQuant(f)) Object.assign(bindings, { 2: p.scales!, 3: p.biases! });
     if (out.stage === 'split') {
       const [y0, y1, y2, y3] = out.ys;
       Object.assign(bindings, { [yBinding]: y0, 8: y1, 9: y2 ?? spareOutput(ctx), 10: y3 ?? spareOutput(ctx) });
@@ -472,13 +457,13 @@ export function embedGather(rec: Recorder, lin: GpuLinear, ids: GPUBuffer, out: 
     throw new Error(`embedGather "${lin.name}": ids (${ids.size} bytes) or out (${out.size} bytes) too small for T=${T} × ${lin.cols}`);
   }
   const f = lin.format;
-  const kernel: Kernel = f.kind === 'affine'
-    ? { code: kernelText(['qcommon', 'qembed']), constants: affineConstants(f) }
-    : { code: shader('embed'), constants: { WDT: DTYPE_CODE[f.dtype] } };
-  const threads = T * (f.kind === 'affine' ? lin.cols / 32 : lin.cols);
+  const kernel: Kernel = isQuant(f)
+    ? { code: kernelText(['qcommon', 'qembed']), constants: formatConstants(f) }
+    : { code: shader('embed'), constants: { WDT: floatCode(f.dtype) } };
+  const threads = T * (isQuant(f) ? lin.cols / 32 : lin.cols);
   for (const p of lin.parts) {
     const params = rec.params(new Uint32Array([p.rows, lin.cols, T, p.rowStart]));
-    const buffers: Binding[] = f.kind === 'affine' ? [params, p.weight, p.scales!, p.biases!, ids, out] : [params, p.weight, ids, out];
+    const buffers: Binding[] = isQuant(f) ? [params, p.weight, p.scales!, p.biases!, ids, out] : [params, p.weight, ids, out];
     rec.dispatch(kernel, { ...buffers }, Math.ceil(threads / 64), `${lin.name} embed`);
   }
 }

@@ -16,22 +16,33 @@ export interface SequenceState {
   bytes: number;
 }
 
-/** Bytes of state one sequence needs at `maxContext` tokens (for the memory estimate before loading). */
-export function stateBytes(cfg: ModelConfig, maxContext: number): { recurrent: number; conv: number; kv: number } {
+/**
+ * Bytes of each GPU buffer of the state, one of each per layer of its kind: the conv ring and the recurrent state
+ * of a linear-attention layer, and the K cache and the V cache (`kv`, each one buffer) of a full-attention layer.
+ * They are single buffers (a kernel binds each whole), so each must fit the device's buffer limits; the pre-flight
+ * check (src/engine/preflight.ts) reads them from here.
+ */
+export function stateBufferBytes(cfg: ModelConfig, maxContext: number): { conv: number; recurrent: number; kv: number } {
   const { convDim } = dims(cfg);
-  const nLinear = cfg.layerTypes.filter((t) => t === 'linear_attention').length;
-  const nFull = cfg.numLayers - nLinear;
   return {
-    recurrent: nLinear * cfg.linearNumValueHeads * cfg.linearKeyHeadDim * cfg.linearValueHeadDim * 4,
-    conv: nLinear * (cfg.convKernel - 1) * convDim * 4,
-    kv: nFull * 2 * cfg.numKvHeads * maxContext * cfg.headDim * 4,
+    conv: (cfg.convKernel - 1) * convDim * 4,
+    recurrent: cfg.linearNumValueHeads * cfg.linearKeyHeadDim * cfg.linearValueHeadDim * 4,
+    kv: cfg.numKvHeads * maxContext * cfg.headDim * 4,
   };
 }
 
+/** Bytes of state one sequence needs at `maxContext` tokens (for the memory estimate before loading). */
+export function stateBytes(cfg: ModelConfig, maxContext: number): { recurrent: number; conv: number; kv: number } {
+  const nLinear = cfg.layerTypes.filter((t) => t === 'linear_attention').length;
+  const nFull = cfg.numLayers - nLinear;
+  const b = stateBufferBytes(cfg, maxContext);
+  return { recurrent: nLinear * b.recurrent, conv: nLinear * b.conv, kv: nFull * 2 * b.kv };
+}
+
 export function createSequenceState(ctx: GpuContext, cfg: ModelConfig, maxContext: number): SequenceState {
-  const { convDim } = dims(cfg);
   const sizes = stateBytes(cfg, maxContext);
-  const kvBytes = cfg.numKvHeads * maxContext * cfg.headDim * 4;
+  const buffers = stateBufferBytes(cfg, maxContext);
+  const kvBytes = buffers.kv;
   if (kvBytes > ctx.limits.maxStorageBufferBindingSize) {
     throw new Error(
       `context length ${maxContext} needs a ${kvBytes} B KV cache per layer, above this device's ` +
@@ -42,8 +53,8 @@ export function createSequenceState(ctx: GpuContext, cfg: ModelConfig, maxContex
     t === 'linear_attention'
       ? {
           kind: 'linear',
-          conv: ctx.storage((cfg.convKernel - 1) * convDim * 4, `L${i}.conv_state`),
-          recurrent: ctx.storage(cfg.linearNumValueHeads * cfg.linearKeyHeadDim * cfg.linearValueHeadDim * 4, `L${i}.gdn_state`),
+          conv: ctx.storage(buffers.conv, `L${i}.conv_state`),
+          recurrent: ctx.storage(buffers.recurrent, `L${i}.gdn_state`),
         }
       : { kind: 'full', k: ctx.storage(kvBytes, `L${i}.k_cache`), v: ctx.storage(kvBytes, `L${i}.v_cache`) },
   );

@@ -2,15 +2,19 @@
 // Dawn (WebGPU in Node).
 // Arguments are checked before anything is loaded, and against the model's config.json before any weight is read.
 import { statSync } from 'node:fs';
+import { totalmem } from 'node:os';
 import './shaders-node.ts';
 import { getNodeGpu } from './dawn.ts';
 import type { GpuLimitsMode } from '../gpu/context.ts';
 import { dirSource } from './fs-source.ts';
 import { httpSource } from '../store/http-source.ts';
 import { describeError } from '../store/fetch-range.ts';
-import type { ByteSource } from '../format/safetensors.ts';
+import { isNotFound, type ByteSource } from '../format/safetensors.ts';
 import type { ModelConfig } from '../format/config.ts';
 import { openCheckpoint, summarizeCheckpoint, type Checkpoint } from '../format/checkpoint.ts';
+import {
+  defaultMemoryBudget, formatPreflight, preflight, preflightConfig, readIndex, readPreflightInputs, type PreflightModule,
+} from '../engine/preflight.ts';
 import { estimateMemory, loadEngine } from '../engine/engine.ts';
 import type { Preset } from '../bench/shapes.ts';
 import { runNodeBench } from './bench.ts';
@@ -19,7 +23,7 @@ import { runNodeBench } from './bench.ts';
 export const EXIT = { ok: 0, runtime: 1, usage: 2 } as const;
 
 const USAGE = `usage:
-  qwen-webgpu inspect  --model DIR|URL [--context N] [--json]
+  qwen-webgpu inspect  --model DIR|URL [--context N] [--memory-budget BYTES|NGiB] [--json]
   qwen-webgpu logits   --model DIR|URL --ids 1,2,3 [--then 4,5,6] [--context N] [--gpu-limits max|default] [--json]
   qwen-webgpu generate --model DIR|URL --ids 1,2,3 [--max-tokens N] [--context N] [--gpu-limits max|default] [--json]
   qwen-webgpu bench    [--quick | --full | --tiny] [--no-model] [--out FILE] [--json]
@@ -32,6 +36,8 @@ const USAGE = `usage:
   --context N      KV-cache capacity in tokens, 1 to max_position_embeddings (inspect: default
                    min(4096, max_position_embeddings); logits, generate: default what the run needs, at least 16).
                    The prompt plus --then or --max-tokens must fit in it.
+  --memory-budget X  inspect: memory the model may use, in bytes or with KiB, MiB, GiB, TiB (e.g. 24GiB), for
+                   the pre-flight verdict; default os.totalmem() × 0.75
   --gpu-limits M   logits, generate: "max" (default) asks the adapter for its largest limits and every useful
                    feature; "default" for WebGPU's default limits and no optional feature (a conservative device)
   --json           machine-readable output; logits prints {"logits": [[...], ...]} (full vocabulary, f32);
@@ -45,6 +51,11 @@ const USAGE = `usage:
   --quiet          no progress
   --debug          stack traces with errors (also QWEN_WEBGPU_DEBUG=1)
   -h, --help       this text
+
+inspect: the pre-flight table (GPU bytes of weights by kind, GDN/conv state, KV cache per token and at --context,
+activations; the buffers against WebGPU's default limits; the verdict and the largest context that fits) works
+from config.json and model.safetensors.index.json alone, before any shard is downloaded. It exits 0 whether or not
+the model fits: it is a report.
 
 bench: on a CPU adapter (SwiftShader) every time is a CPU time; only the ratios to the stream-read ceiling measured
 in the same run mean anything.
@@ -68,13 +79,14 @@ const FLAG_KINDS = {
   model: 'string', ids: 'string', then: 'string', 'max-tokens': 'string', context: 'string',
   json: 'boolean', progress: 'boolean', quiet: 'boolean', debug: 'boolean', help: 'boolean',
   out: 'string', quick: 'boolean', full: 'boolean', tiny: 'boolean', 'no-model': 'boolean', 'gpu-limits': 'string',
+  'memory-budget': 'string',
 } as const;
 type Flag = keyof typeof FLAG_KINDS;
 
 const COMMON_FLAGS: Flag[] = ['json', 'progress', 'quiet', 'debug', 'help'];
 const MODEL_FLAGS: Flag[] = ['model', 'context'];
 const COMMAND_FLAGS: Record<Command, Flag[]> = {
-  inspect: MODEL_FLAGS,
+  inspect: [...MODEL_FLAGS, 'memory-budget'],
   logits: [...MODEL_FLAGS, 'ids', 'then', 'gpu-limits'],
   generate: [...MODEL_FLAGS, 'ids', 'max-tokens', 'gpu-limits'],
   bench: ['out', 'quick', 'full', 'tiny', 'no-model'],
@@ -115,6 +127,19 @@ function parseCount(flag: Flag, s: string, min: number, max = MAX_COUNT): number
   return v;
 }
 
+const UNITS: Record<string, number> = { KiB: 2 ** 10, MiB: 2 ** 20, GiB: 2 ** 30, TiB: 2 ** 40 };
+
+/** A byte count: a decimal integer, or a decimal number with a binary unit ("24GiB", "1.5 TiB"). */
+function parseBytes(flag: Flag, s: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(KiB|MiB|GiB|TiB)?$/.exec(s.trim());
+  if (!m || (!m[2] && m[1].includes('.'))) {
+    throw new UsageError(`--${flag}: ${JSON.stringify(s)} is not a byte count (a decimal integer, or a number with KiB, MiB, GiB or TiB, e.g. 24GiB)`);
+  }
+  const v = Math.floor(Number(m[1]) * (m[2] ? UNITS[m[2]] : 1));
+  if (v < 1 || v > Number.MAX_SAFE_INTEGER) throw new UsageError(`--${flag}: ${s} is out of range (1 byte to 8 PiB)`);
+  return v;
+}
+
 function parseIds(flag: Flag, s: string): number[] {
   if (s.trim() === '') throw new UsageError(`--${flag} needs at least one token id`);
   return s.split(',').map((raw, i) => {
@@ -137,6 +162,8 @@ interface Plan {
   json: boolean;
   progress: boolean;
   gpuLimits: GpuLimitsMode;
+  /** inspect --memory-budget, in bytes, and as given. */
+  memoryBudget?: { bytes: number; given: string };
 }
 
 function plan(command: Plan['command'], flags: Map<Flag, string | true>): Plan {
@@ -155,6 +182,8 @@ function plan(command: Plan['command'], flags: Map<Flag, string | true>): Plan {
     if (limits !== 'max' && limits !== 'default') throw new UsageError(`--gpu-limits: ${JSON.stringify(limits)} is not "max" or "default"`);
     p.gpuLimits = limits;
   }
+  const budget = str('memory-budget');
+  if (budget !== undefined) p.memoryBudget = { bytes: parseBytes('memory-budget', budget), given: budget };
   if (command === 'inspect') return p;
   if (str('ids') === undefined) throw new UsageError('--ids is required');
   p.ids = parseIds('ids', str('ids')!);
@@ -314,7 +343,75 @@ function warn(ckpt: Checkpoint): void {
   for (const w of ckpt.warnings) process.stderr.write(`qwen-webgpu: warning: ${w}\n`);
 }
 
+/** The pre-flight options of an inspect run: --context, --memory-budget or os.totalmem() × 0.75, default limits. */
+function preflightOptions(p: Plan, cfg: ModelConfig, from: string) {
+  const budget = p.memoryBudget !== undefined
+    ? { bytes: p.memoryBudget.bytes, source: `--memory-budget ${p.memoryBudget.given}` }
+    : defaultMemoryBudget({ totalMemoryBytes: totalmem() });
+  return {
+    contextLength: p.context ?? Math.min(4096, cfg.maxPositionEmbeddings), prefillChunk: 256,
+    memoryBudgetBytes: budget.bytes, budgetSource: budget.source, from,
+    // inspect starts no GPU (it works without Dawn), so the buffers are checked against the limits every WebGPU
+    // device has; a real adapter usually allows larger buffers, hence longer contexts.
+    limits: undefined,
+  };
+}
+
+function modelLines(p: Plan, cfg: ModelConfig): string[] {
+  return [
+    `model: ${p.model}`,
+    `hidden ${cfg.hiddenSize}, layers ${cfg.numLayers}, heads ${cfg.numHeads}/${cfg.numKvHeads}×${cfg.headDim}, ` +
+      `GDN ${cfg.linearNumKeyHeads}k/${cfg.linearNumValueHeads}v heads ×${cfg.linearKeyHeadDim}/${cfg.linearValueHeadDim}, ` +
+      `intermediate ${cfg.intermediateSize}, vocab ${cfg.vocabSize}`,
+    `layer types: ${cfg.layerTypes.map((t) => (t === 'full_attention' ? 'F' : 'L')).join('')}  (L = Gated DeltaNet, F = full attention)`,
+  ];
+}
+
+const json = (v: unknown) => JSON.stringify(v, (_, x) => (x instanceof Map ? Object.fromEntries(x) : x), 1) + '\n';
+
+/** A pre-flight module as a row of the same shape as the checkpoint summary's. */
+function moduleRow(m: PreflightModule) {
+  const f = m.format;
+  return f.kind === 'float'
+    ? { path: m.path, kind: 'float', bits: null, groupSize: null, dtype: f.dtype.toUpperCase(), shape: m.shape, bytes: m.bytes }
+    : { path: m.path, kind: f.kind, bits: f.bits, groupSize: f.groupSize, dtype: f.scaleDtype.toUpperCase(), shape: m.shape, bytes: m.bytes };
+}
+
+/**
+ * A checkpoint before its download: config.json and the index are here, none of the shards the index names. The
+ * pre-flight report, from the tensor names alone.
+ */
+async function inspectIndexOnly(p: Plan, src: ByteSource, shards: number): Promise<void> {
+  const inputs = await readPreflightInputs(src);
+  const cfg = preflightConfig(inputs.config);
+  checkAgainstModel(p, cfg);
+  const { modules, config: _, ...report } = preflight(inputs.config, inputs.names, preflightOptions(p, cfg, inputs.from));
+  if (p.json) {
+    await write(json({ ...report, config: cfg, shardsPresent: 0, shards, modules: modules.map(moduleRow) }));
+    return;
+  }
+  const lines = modelLines(p, cfg);
+  lines.push(`config.json and ${inputs.from} only (none of its ${shards} shard${shards === 1 ? '' : 's'} here): every number below ` +
+    'follows from the config and the tensor names; no weight was read', '');
+  lines.push(formatPreflight(report));
+  await write(lines.join('\n') + '\n');
+}
+
+/** Whether any of `files` exists in `src` (a missing one is not an error here: that is what is asked). */
+async function anyPresent(src: ByteSource, files: string[]): Promise<boolean> {
+  const found = await Promise.all(files.map((f) => src.size(f).then(() => true, (e) => {
+    if (isNotFound(e)) return false;
+    throw e;
+  })));
+  return found.some(Boolean);
+}
+
 async function inspect(p: Plan, src: ByteSource): Promise<void> {
+  const index = await readIndex(src);
+  if (index && !(await anyPresent(src, index.shards))) {
+    await inspectIndexOnly(p, src, index.shards.length);
+    return;
+  }
   const ckpt = await openCheckpoint(src);
   warn(ckpt);
   checkAgainstModel(p, ckpt.config);
@@ -322,27 +419,26 @@ async function inspect(p: Plan, src: ByteSource): Promise<void> {
   const cfg = ckpt.config;
   const ctxLen = p.context ?? Math.min(4096, cfg.maxPositionEmbeddings);
   const mem = estimateMemory(ckpt, ctxLen, 256);
+  const inputs = await readPreflightInputs(src);
+  const { modules: _m, config: _c, ...report } = preflight(inputs.config, inputs.names, preflightOptions(p, cfg, inputs.from));
   if (p.json) {
-    await write(JSON.stringify({ config: cfg, ...summary, memory: { contextLength: ctxLen, ...mem } }, (_, v) => (v instanceof Map ? Object.fromEntries(v) : v), 1) + '\n');
+    // The summary's totalBytes (bytes in the files) is storedBytes here: totalBytes is the pre-flight's GPU total.
+    const { totalBytes: storedBytes, ...stored } = summary;
+    await write(json({ config: cfg, ...stored, storedBytes, memory: { contextLength: ctxLen, ...mem }, ...report }));
     return;
   }
-  const lines: string[] = [];
-  lines.push(`model: ${p.model}`);
-  lines.push(`layout: ${ckpt.isMlx ? 'MLX (norm gains stored with +1)' : 'HF (norm gains = 1 + stored)'}; tied embeddings: ${ckpt.tied}`);
-  lines.push(`hidden ${cfg.hiddenSize}, layers ${cfg.numLayers}, heads ${cfg.numHeads}/${cfg.numKvHeads}×${cfg.headDim}, ` +
-    `GDN ${cfg.linearNumKeyHeads}k/${cfg.linearNumValueHeads}v heads ×${cfg.linearKeyHeadDim}/${cfg.linearValueHeadDim}, ` +
-    `intermediate ${cfg.intermediateSize}, vocab ${cfg.vocabSize}`);
-  lines.push(`layer types: ${cfg.layerTypes.map((t) => (t === 'full_attention' ? 'F' : 'L')).join('')}  (L = Gated DeltaNet, F = full attention)`);
+  const lines = modelLines(p, cfg);
+  lines.splice(1, 0, `layout: ${ckpt.isMlx ? 'MLX (norm gains stored with +1)' : 'HF (norm gains = 1 + stored)'}; tied embeddings: ${ckpt.tied}`);
   lines.push('');
   lines.push(['tensor', 'kind', 'bits', 'group', 'dtype', 'shape', 'bytes'].join('\t'));
   for (const r of summary.modules) {
     lines.push([r.path, r.kind, r.bits ?? '-', r.groupSize ?? '-', r.dtype ?? '-', `[${r.shape.join(',')}]`, r.bytes].join('\t'));
   }
   lines.push('');
-  lines.push('bytes by kind:');
+  lines.push('bytes by kind (in the files):');
   for (const [k, v] of Object.entries(summary.bytesByKind)) lines.push(`  ${k}\t${size(v as number)}`);
   lines.push('');
-  lines.push(`GPU memory estimate at context ${ctxLen}: weights ${size(mem.weights)} + GDN state ${size(mem.recurrent)} + conv state ${size(mem.conv)} + KV cache ${size(mem.kv)} + activations ${size(mem.activations)} = ${size(mem.total)}`);
+  lines.push(formatPreflight(report));
   await write(lines.join('\n') + '\n');
 }
 

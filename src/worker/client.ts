@@ -6,13 +6,24 @@ import * as Comlink from 'comlink';
 import bundledWorkerUrl from './worker.ts?worker&url';
 import type {
   CachedModel, Capabilities, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, LoadedModel, LoadOptions, LoadProgress,
+  PreflightOptions, PreflightReport,
 } from '../api.ts';
 import type { WorkerApi } from './protocol.ts';
 
-export type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Capabilities, LoadedModel, LoadOptions, LoadProgress, CachedModel };
+export type {
+  ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Capabilities, LoadedModel, LoadOptions, LoadProgress, CachedModel,
+  PreflightOptions, PreflightReport,
+};
 
 export interface QwenEngine {
   load(model: string | File[], opts?: LoadOptions & { onProgress?: (p: LoadProgress) => void }): Promise<LoadedModel>;
+  /**
+   * Whether the model fits, before anything is downloaded: fetches config.json and model.safetensors.index.json
+   * (a single-file checkpoint: its safetensors header, by range request; a cached model: nothing) and compares the
+   * GPU bytes of weights, state, KV cache and activations with this adapter's limits and a memory budget. Refuses
+   * nothing itself: `fits`, `reason` and `maxContextThatFits` say what to do.
+   */
+  preflight(model: string | File[], opts?: PreflightOptions): Promise<PreflightReport>;
   chat: {
     completions: {
       create(req: ChatCompletionRequest & { stream: true }): Promise<AsyncIterable<ChatCompletionChunk>>;
@@ -152,6 +163,7 @@ export async function createEngine(opts: CreateEngineOptions = {}): Promise<Qwen
       const { onProgress, ...rest } = o;
       return call(remote.load(model, rest, onProgress ? Comlink.proxy(onProgress) : undefined));
     },
+    preflight: (model, o = {}) => call(remote.preflight(model, o)),
     chat: { completions: { create: create as QwenEngine['chat']['completions']['create'] } },
     interrupt: () => call(remote.interrupt()),
     resetChat: () => call(remote.resetChat()),

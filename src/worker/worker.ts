@@ -6,8 +6,10 @@ import { createGpuContext, requestBrowserGpuDevice, type GpuContext, type GpuLim
 import type { ByteSource } from '../format/safetensors.ts';
 import { openChatModel, type ChatModel } from '../engine/chat-model.ts';
 import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest } from '../engine/chat.ts';
-import { cachedOrRemoteSource, resolveModel } from '../store/index.ts';
-import { deleteCachedModel, listCachedModels } from '../store/shard-cache.ts';
+import { cachedOrRemoteSource, cachedSource, httpSource, resolveModel } from '../store/index.ts';
+import { deleteCachedModel, isModelCached, listCachedModels } from '../store/shard-cache.ts';
+import { preflightSource, WEBGPU_DEFAULT_LIMITS } from '../engine/preflight.ts';
+import type { GpuLimitsInfo, PreflightOptions } from '../api.ts';
 import { filesSource } from '../store/file-source.ts';
 import { idbTuningStore } from '../store/tuning-idb.ts';
 import { setDefaultTuningStore } from '../gpu/autotune.ts';
@@ -41,6 +43,23 @@ async function getGpu(mode: GpuLimitsMode = gpuMode): Promise<GpuContext> {
   });
   gpu = ctx;
   return ctx;
+}
+
+/**
+ * The limits a load with `mode` would get, without making a device (which would replace the one in use): the
+ * current device's when it is of that mode, else the adapter's for 'max', WebGPU's defaults for 'default'.
+ */
+async function limitsFor(mode: PreflightOptions['gpuLimits'] = 'max'): Promise<GpuLimitsInfo & { source: string }> {
+  const pick = (l: GpuLimitsInfo, source: string) => ({
+    maxBufferSize: l.maxBufferSize, maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+    maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage, source,
+  });
+  if (typeof mode === 'object' && mode) return pick(mode, 'given limits');
+  if (mode === 'default') return pick(WEBGPU_DEFAULT_LIMITS, "WebGPU default limits, as load({ gpuLimits: 'default' }) gets");
+  if (mode !== 'max') throw new Error(`gpuLimits must be 'max', 'default' or an object of limits, got ${JSON.stringify(mode)}`);
+  if (gpu && gpuMode === 'max') return pick(gpu.limits, "this adapter's limits");
+  const adapter = 'gpu' in navigator ? await navigator.gpu.requestAdapter({ powerPreference: 'high-performance' }) : null;
+  return adapter ? pick(adapter.limits, "this adapter's limits") : pick(WEBGPU_DEFAULT_LIMITS, 'WebGPU default limits: no WebGPU adapter');
 }
 
 function unload(): void {
@@ -99,6 +118,21 @@ const api: WorkerApi = {
     });
     await lastReport;
     return { modelId, contextLength: model.engine.contextLength, config: model.engine.config };
+  },
+
+  async preflight(source: string | File[], opts: PreflightOptions = {}) {
+    let src: ByteSource;
+    if (typeof source === 'string') {
+      const resolved = resolveModel(source, { host: opts.host, revision: opts.revision });
+      // A cached model is read from IndexedDB; else only config.json and the index (or the header) cross the network.
+      src = (await isModelCached(resolved.id)) ? cachedSource(resolved.id, { baseUrl: resolved.baseUrl }) : httpSource(resolved.baseUrl);
+    } else {
+      src = filesSource(source);
+    }
+    return preflightSource(src, {
+      contextLength: opts.contextLength, prefillChunk: opts.prefillChunk, memoryBudgetBytes: opts.memoryBudgetBytes,
+      limits: await limitsFor(opts.gpuLimits),
+    });
   },
 
   async chatCompletion(req: ChatCompletionRequest, onChunk?: (c: ChatCompletionChunk) => void): Promise<ChatCompletion> {
