@@ -115,38 +115,8 @@ export function activationBytes(cfg: ModelConfig, prefillChunk: number): number 
 // ---------------------------------------------------------------------------------------------------------------
 // Per-module formats from names.
 
-type QuantMethod = 'mlx' | 'compressed-tensors';
-
 type Json = Record<string, unknown>;
 const isObject = (v: unknown): v is Json => !!v && typeof v === 'object' && !Array.isArray(v);
-
-/** Where config.json keeps its quantization block (spec §1.1): the top level first, then text_config. */
-function quantizationBlock(raw: Json): Json | undefined {
-  const text = isObject(raw.text_config) ? raw.text_config : {};
-  return [raw.quantization, raw.quantization_config, text.quantization, text.quantization_config].find(isObject);
-}
-
-function quantMethod(raw: Json): QuantMethod | null {
-  const q = quantizationBlock(raw);
-  if (!q) return null;
-  return q.quant_method === 'compressed-tensors' ? 'compressed-tensors' : 'mlx';
-}
-
-/**
- * config.json as parseConfig should see it. A compressed-tensors block (spec §6.1) is not MLX's: its formats come
- * from the `.weight_scale` tensors the index lists (moduleFormat), so the block is left out of what parseConfig
- * reads, which would refuse it or read it as MLX's.
- */
-function configForParse(raw: Json, method: QuantMethod | null): Json {
-  if (method !== 'compressed-tensors') return raw;
-  const strip = (o: Json): Json => {
-    const { quantization: _q, quantization_config: _qc, ...rest } = o;
-    return rest;
-  };
-  const out = strip(raw);
-  if (isObject(raw.text_config)) out.text_config = strip(raw.text_config);
-  return out;
-}
 
 const DTYPES: Record<string, FloatStorage> = { bfloat16: 'bf16', float16: 'f16', float32: 'f32', bf16: 'bf16', f16: 'f16', f32: 'f32' };
 
@@ -165,7 +135,6 @@ function modelDtype(raw: Json): FloatStorage {
 
 interface FormatContext {
   config: ModelConfig;
-  method: QuantMethod | null;
   dtype: FloatStorage;
   /** Normalised tensor name → the name as the index spells it. */
   names: Map<string, string>;
@@ -184,8 +153,9 @@ const F32: LinearFormat = { kind: 'float', dtype: 'f32' };
  * How one module is held on the GPU: the one place a new checkpoint format adds its rule. Vectors (norms, conv
  * taps, A_log, dt_bias) become f32 at load (src/engine/load.ts `vector`). Linears and embeddings stay as stored:
  * MLX per spec §5.1 (override dict > override false > `.scales` listed → the defaults > float, the rule
- * checkpoint.ts's quantFor applies to the shards' headers), compressed-tensors per spec §6.1 (`.weight_scale`
- * listed → FP8 with one scale per output channel, else float).
+ * checkpoint.ts's quantFor applies to the shards' headers), compressed-tensors and Qwen FP8 per spec §6 (the scale
+ * tensor listed → FP8 with scales per the config's strategy, brought to per-row groups as the loader does; their
+ * dtype is not in the index: the model dtype is assumed), else float.
  */
 function moduleFormat(m: LayoutModule, f: FormatContext): LinearFormat {
   const has = (suffix: string) => f.names.has(`${m.path}.${suffix}`);
@@ -195,8 +165,14 @@ function moduleFormat(m: LayoutModule, f: FormatContext): LinearFormat {
     if (companion) f.report(`"${f.names.get(`${m.path}.${companion}`)}": "${m.path}" (${m.role}) is never quantized, found a quantization tensor for it`);
     return F32;
   }
-  if (f.method === 'compressed-tensors') {
-    return has('weight_scale') ? { kind: 'fp8', bits: 8, groupSize: m.shape[1], scaleDtype: f.dtype } : float;
+  const fp8 = f.config.fp8;
+  if (fp8) {
+    if (!has(fp8.scaleSuffix)) return float;
+    // The rule the loader would pick for this module (fp8Module in checkpoint.ts), by the name as the index spells it.
+    const rawModule = f.names.get(m.tensor)!.replace(/\.weight$/, '');
+    const rule = fp8.rules.find((r) => r.targets.some((t) => t.test(rawModule))) ?? fp8.rules[0];
+    const groupSize = rule.strategy === 'group' ? rule.groupSize! : rule.strategy === 'block' ? rule.block![1] : m.shape[1];
+    return { kind: 'fp8', bits: 8, groupSize, scaleDtype: f.dtype };
   }
   const q = f.config.quantization;
   const override = q?.overrides.get(m.path);
@@ -258,8 +234,7 @@ export function preflight(
   rawConfig: unknown, tensors: Iterable<string> | Map<string, unknown> | Record<string, unknown>, opts: PreflightCoreOptions = {},
 ): PreflightReport & { modules: PreflightModule[]; config: ModelConfig } {
   const raw = isObject(rawConfig) ? rawConfig : {};
-  const method = quantMethod(raw);
-  const cfg = preflightConfig(rawConfig);
+  const cfg = parseConfig(rawConfig);
   const from = opts.from ?? INDEX_FILE;
   const p = problemList();
 
@@ -283,7 +258,7 @@ export function preflight(
   const tied = cfg.tieWordEmbeddings || !names.has('lm_head.weight');
   const raws = [...names.values()];
   const isMlx = raws.some((n) => n.startsWith('language_model.')) || !raws.some((n) => n.startsWith('model.'));
-  const f: FormatContext = { config: cfg, method, dtype: modelDtype(raw), names, report: p.add };
+  const f: FormatContext = { config: cfg, dtype: modelDtype(raw), names, report: p.add };
 
   const modules: PreflightModule[] = [];
   for (const m of layoutModules(cfg, { tied, isMlx })) {
@@ -315,11 +290,6 @@ export function preflight(
   const byKind = Object.fromEntries([...kinds].sort((a, b) => b[1] - a[1]));
 
   return { ...assess(cfg, { weightBytes, byKind, tied, from, modules }, opts), modules, config: cfg };
-}
-
-/** config.json parsed as preflight() reads it (a compressed-tensors block left to the tensor names). */
-export function preflightConfig(rawConfig: unknown): ModelConfig {
-  return parseConfig(isObject(rawConfig) ? configForParse(rawConfig, quantMethod(rawConfig)) : rawConfig);
 }
 
 interface Weights { weightBytes: number; byKind: Record<string, number>; tied: boolean; from: string; modules: PreflightModule[] }

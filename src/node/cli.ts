@@ -10,10 +10,10 @@ import { dirSource } from './fs-source.ts';
 import { httpSource } from '../store/http-source.ts';
 import { describeError } from '../store/fetch-range.ts';
 import { isNotFound, type ByteSource } from '../format/safetensors.ts';
-import type { ModelConfig } from '../format/config.ts';
+import { parseConfig, type ModelConfig } from '../format/config.ts';
 import { openCheckpoint, summarizeCheckpoint, type Checkpoint } from '../format/checkpoint.ts';
 import {
-  defaultMemoryBudget, formatPreflight, preflight, preflightConfig, readIndex, readPreflightInputs, type PreflightModule,
+  defaultMemoryBudget, formatPreflight, preflight, readIndex, readPreflightInputs, type PreflightModule,
 } from '../engine/preflight.ts';
 import { estimateMemory, loadEngine } from '../engine/engine.ts';
 import type { Preset } from '../bench/shapes.ts';
@@ -383,7 +383,7 @@ function moduleRow(m: PreflightModule) {
  */
 async function inspectIndexOnly(p: Plan, src: ByteSource, shards: number): Promise<void> {
   const inputs = await readPreflightInputs(src);
-  const cfg = preflightConfig(inputs.config);
+  const cfg = parseConfig(inputs.config);
   checkAgainstModel(p, cfg);
   const { modules, config: _, ...report } = preflight(inputs.config, inputs.names, preflightOptions(p, cfg, inputs.from));
   if (p.json) {
