@@ -2,15 +2,19 @@
 // (norm gains, conv taps, A_log, dt_bias) become f32, with the HF +1 norm shift applied here, once.
 // Every float tensor and every scales/biases tensor is checked for NaN / ±inf on its way through: one such value
 // turns every logit into NaN, which nothing downstream could trace back to the tensor.
+// Linears stream (src/gpu/upload.ts): each is read in pieces of whole rows (uploadOptions.pieceBytes, 16 MiB),
+// every piece checked and staged for the GPU while the next one is read, so no tensor is ever whole in memory.
 import type { GpuContext } from '../gpu/context.ts';
 import { uploadBytes } from '../gpu/context.ts';
 import {
-  canFuse, createFusedLinear, createGpuLinear, destroyGpuLinear, type Fusion, type GpuLinear, type LinearSpec,
+  canFuse, destroyGpuLinear, uploadFusedLinear, uploadGpuLinear, type Fusion, type GpuLinear, type LinearSpec, type RowReader,
 } from '../gpu/linear.ts';
-import { moduleBytes, readEntry, readQuantTensors, type Checkpoint, type ModulePlan, type QuantPlan, type TensorEntry } from '../format/checkpoint.ts';
-import { decodeFloats, type FloatDType } from '../format/dtype.ts';
+import { createStagingRing } from '../gpu/upload.ts';
+import { expandScales, moduleBytes, type Checkpoint, type ModulePlan, type QuantPlan, type TensorEntry } from '../format/checkpoint.ts';
+import { DTYPE_BYTES, decodeFloats, type FloatDType } from '../format/dtype.ts';
 import { decodeE4M3, decodeE8M0 } from '../format/fp-quant.ts';
-import { QUANT_MODES, type FloatStorage } from '../format/weight-format.ts';
+import { FormatError, type ByteSource } from '../format/safetensors.ts';
+import { QUANT_MODES, storedTensors, type FloatStorage } from '../format/weight-format.ts';
 import type { FullAttnWeights, LinearAttnWeights, Mlp, ModelWeights } from '../model/qwen35.ts';
 
 const SCALE_DTYPE: Record<FloatDType, FloatStorage> = { BF16: 'bf16', F16: 'f16', F32: 'f32' };
@@ -63,13 +67,14 @@ function elementAt(flat: number, shape: readonly number[]): string {
 
 const describeTensor = (t: TensorEntry) => `${t.file}: tensor "${t.rawName}" (${t.dtype} [${t.shape.join(', ')}])`;
 
-function checkFinite(t: TensorEntry, bytes: Uint8Array): void {
+/** NaN / ±inf in float data holding elements [first, first + n) of tensor t (a piece of it, or all of it). */
+function checkFinite(t: TensorEntry, bytes: Uint8Array, first = 0): void {
   if (t.dtype !== 'BF16' && t.dtype !== 'F16' && t.dtype !== 'F32') return;
   const i = firstNonFinite(bytes, t.dtype);
   if (i < 0) return;
   const size = t.dtype === 'F32' ? 4 : 2;
   const value = decodeFloats(bytes.subarray(i * size, (i + 1) * size), t.dtype)[0];
-  throw new Error(`${describeTensor(t)} holds ${value} at ${elementAt(i, t.shape)}; the weights must be finite (one NaN or infinity makes every logit NaN)`);
+  throw new Error(`${describeTensor(t)} holds ${value} at ${elementAt(first + i, t.shape)}; the weights must be finite (one NaN or infinity makes every logit NaN)`);
 }
 
 /** The largest |element| a code of each element type decodes to (E2M1 6, E4M3 448; affine codes 2^bits − 1). */
@@ -78,42 +83,101 @@ const ELEMENT_MAX = [0, 6, 448];
 /**
  * Scales (and biases) finite, and every dequantized weight finite in f32, where the kernels compute: a scale that
  * overflows there gives infinite weights and NaN logits though each stored value is finite. One-byte scales have
- * NaN codes of their own (E8M0 255, E4M3 0x7f / 0xff), and so do E4M3 elements.
+ * NaN codes of their own (E8M0 255, E4M3 0x7f / 0xff). `first` is the scales tensor's element at scaleBytes[0]:
+ * pieces of scales and biases come in pairs of the same rows, so each bias meets its scale.
  */
-function checkQuant(p: QuantPlan, weight: Uint8Array, scaleBytes: Uint8Array, biasBytes?: Uint8Array): void {
+function checkScales(p: QuantPlan, scaleBytes: Uint8Array, biasBytes: Uint8Array | undefined, first: number): void {
   const info = QUANT_MODES[p.mode];
   let s: ArrayLike<number>;
   if (p.scaleDtype === 'e8m0' || p.scaleDtype === 'e4m3') {
     s = Float64Array.from(scaleBytes, p.scaleDtype === 'e8m0' ? decodeE8M0 : decodeE4M3);
     const bad = p.scaleDtype === 'e8m0' ? scaleBytes.indexOf(255) : scaleBytes.findIndex((c) => (c & 0x7f) === 0x7f);
     if (bad >= 0) {
-      throw new Error(`${describeTensor(p.scales)} holds the NaN code 0x${scaleBytes[bad].toString(16)} (${p.scaleDtype}) at ${elementAt(bad, p.scales.shape)}; the scales must be finite`);
+      throw new Error(`${describeTensor(p.scales)} holds the NaN code 0x${scaleBytes[bad].toString(16)} (${p.scaleDtype}) at ${elementAt(first + bad, p.scales.shape)}; the scales must be finite`);
     }
   } else {
-    checkFinite(p.scales, scaleBytes);
+    checkFinite(p.scales, scaleBytes, first);
     s = decodeFloats(scaleBytes, p.scales.dtype as FloatDType);
   }
   let b: Float32Array | undefined;
   if (biasBytes && p.biases) {
-    checkFinite(p.biases, biasBytes);
+    checkFinite(p.biases, biasBytes, first);
     b = decodeFloats(biasBytes, p.biases.dtype as FloatDType);
-  }
-  if (info.element === 2) {
-    const bad = weight.findIndex((c) => (c & 0x7f) === 0x7f);
-    if (bad >= 0) {
-      throw new Error(`${describeTensor(p.weight)} holds the E4M3 NaN code 0x${weight[bad].toString(16)} at byte ${bad}; the weights must be finite`);
-    }
   }
   const qmax = info.element === 0 ? 2 ** p.bits - 1 : ELEMENT_MAX[info.element];
   for (let g = 0; g < s.length; g++) {
     const bound = Math.abs(s[g]) * qmax + Math.abs(b ? b[g] : 0);
     if (bound > FLT_MAX) {
       throw new Error(
-        `${describeTensor(p.scales)}: scale ${s[g]} at ${elementAt(g, p.scales.shape)}${b ? ` with bias ${b[g]}` : ''} overflows f32 ` +
+        `${describeTensor(p.scales)}: scale ${s[g]} at ${elementAt(first + g, p.scales.shape)}${b ? ` with bias ${b[g]}` : ''} overflows f32 ` +
         `when dequantized: |scale|·${qmax}${b ? ' + |bias|' : ''} = ${bound.toExponential(4)} > ${FLT_MAX.toExponential(4)} (${p.mode === 'affine' ? '' : `${p.mode} `}${p.bits}-bit)`,
       );
     }
   }
+}
+
+/** E4M3 elements have NaN codes (0x7f / 0xff); `first` is the byte of the weight tensor at weight[0]. */
+function checkCodes(p: QuantPlan, weight: Uint8Array, first: number): void {
+  if (QUANT_MODES[p.mode].element !== 2) return;
+  const bad = weight.findIndex((c) => (c & 0x7f) === 0x7f);
+  if (bad >= 0) {
+    throw new Error(`${describeTensor(p.weight)} holds the E4M3 NaN code 0x${weight[bad].toString(16)} at byte ${first + bad}; the weights must be finite`);
+  }
+}
+
+/** Bytes [offset, offset + length) of a tensor; a failed or short read names the tensor. */
+async function readRange(src: ByteSource, t: TensorEntry, offset: number, length: number): Promise<Uint8Array> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await src.read(t.file, t.begin + offset, length);
+  } catch (e) {
+    const what = length === t.end - t.begin ? 'reading it' : `reading its bytes ${offset}-${offset + length - 1}`;
+    throw new Error(`${describeTensor(t)}: ${what} failed: ${(e as Error)?.message ?? e}`, { cause: e });
+  }
+  if (bytes.byteLength !== length) {
+    throw new FormatError(`${describeTensor(t)}: read ${bytes.byteLength} bytes at ${offset}, expected ${length}`);
+  }
+  return bytes;
+}
+
+/**
+ * Rows of a linear as the uploader asks for them: the weight alone, or scales with biases (see tensorGroups in
+ * src/gpu/linear.ts), each piece checked on its way through. FP8 scales stored per tensor or per block are a few
+ * bytes to a few KB: read and checked whole at their first piece, brought to the kernels' per-row layout
+ * (expandScales) and cut from there.
+ */
+function rowReader(src: ByteSource, p: ModulePlan): RowReader {
+  if (p.kind === 'float') {
+    const perRow = p.shape[1] * DTYPE_BYTES[p.dtype];
+    return async (_, from, to) => {
+      const w = await readRange(src, p.weight, from * perRow, (to - from) * perRow);
+      checkFinite(p.weight, w, from * p.shape[1]);
+      return [w];
+    };
+  }
+  const [wRow, sRow] = storedTensors(p.format, p.cols).map((t) => t.rowBytes);
+  let expanded: Promise<Uint8Array> | undefined;
+  const expandedScales = () => (expanded ??= readRange(src, p.scales, 0, p.scales.end - p.scales.begin).then((raw) => {
+    checkScales(p, raw, undefined, 0);
+    return expandScales(p, raw);
+  }));
+  const read = (i: number, from: number, to: number): Promise<Uint8Array> => {
+    if (i === 0) return readRange(src, p.weight, from * wRow, (to - from) * wRow);
+    if (i === 1 && p.scaleLayout) return expandedScales().then((all) => all.subarray(from * sRow, to * sRow));
+    const t = i === 1 ? p.scales : p.biases!;
+    return readRange(src, t, from * sRow, (to - from) * sRow);
+  };
+  return async (tensors, from, to) => {
+    // The overflow check needs each bias with its scale.
+    if (p.biases && tensors.includes(1) !== tensors.includes(2)) throw new Error(`${p.path}: scales and biases must be read together`);
+    const got = await Promise.all(tensors.map((i) => read(i, from, to)));
+    const of = (i: number) => got[tensors.indexOf(i)] as Uint8Array | undefined;
+    const w = of(0);
+    if (w) checkCodes(p, w, from * wRow);
+    const s = of(1);
+    if (s && !p.scaleLayout) checkScales(p, s, of(2), from * (p.cols / p.groupSize));
+    return got;
+  };
 }
 
 /** Bytes the weights occupy on the GPU (as stored; the f32 conversion of vectors is negligible). */
@@ -124,6 +188,7 @@ export function weightBytes(ckpt: Checkpoint): number {
 }
 
 export interface LoadWeightsOptions {
+  /** Called as the weights reach the GPU, a piece at a time: bytes so far, weightBytes(ckpt), the module. */
   onProgress?: (done: number, total: number, tensor: string) => void;
   /**
    * Concatenate linears that share their input and format (in_proj_qkv/z/b/a, q/k/v, gate/up) into one weight
@@ -137,14 +202,16 @@ export async function loadModelWeights(ctx: GpuContext, ckpt: Checkpoint, opts: 
   const total = weightBytes(ckpt);
   let done = 0;
   const created: (GpuLinear | GPUBuffer)[] = [];
+  // One ring for the whole load: small tensors share staging buffers, and its copies are submitted at the end.
+  const ring = createStagingRing(ctx);
   const plan = (path: string): ModulePlan => {
     const p = ckpt.modules.get(path);
     if (!p) throw new Error(`checkpoint has no module "${path}"`);
     return p;
   };
-  const advance = (p: ModulePlan) => {
-    done += moduleBytes(p);
-    onProgress?.(done, total, p.path);
+  const advance = (path: string, bytes: number) => {
+    done += bytes;
+    onProgress?.(done, total, path);
   };
 
   /** The shape and format of a linear, from the checkpoint's plan alone. */
@@ -155,24 +222,12 @@ export async function loadModelWeights(ctx: GpuContext, ckpt: Checkpoint, opts: 
     return { name: path, rows: p.shape[0], cols: p.shape[1], format: { kind: 'float', dtype: SCALE_DTYPE[p.dtype] } };
   }
 
-  /** The stored bytes of a linear, checked (finite, and finite once dequantized). */
-  async function linearData(path: string): Promise<{ weight: Uint8Array; scales?: Uint8Array; biases?: Uint8Array }> {
-    const p = plan(path);
-    if (p.kind === 'quant') {
-      const { weight, scales, biases, rawScales } = await readQuantTensors(ckpt.source, p);
-      checkQuant(p, weight, rawScales, biases);
-      return { weight, scales, biases };
-    }
-    const weight = await readEntry(ckpt.source, p.weight);
-    checkFinite(p.weight, weight);
-    return { weight };
-  }
-
   async function matrix(path: string): Promise<GpuLinear> {
     const spec = linearSpec(path);
-    const lin = createGpuLinear(ctx, spec, await linearData(path));
+    const lin = await uploadGpuLinear(ctx, ring, spec, rowReader(ckpt.source, plan(path)), {
+      onPiece: (_, bytes) => advance(path, bytes),
+    });
     created.push(lin);
-    advance(plan(path));
     return lin;
   }
 
@@ -187,12 +242,12 @@ export async function loadModelWeights(ctx: GpuContext, ckpt: Checkpoint, opts: 
       for (const path of paths) each.push(await matrix(path));
       return each;
     }
-    const members = [];
-    for (const [i, path] of paths.entries()) members.push({ spec: specs[i], data: await linearData(path) });
+    const members = paths.map((path, i) => ({ spec: specs[i], read: rowReader(ckpt.source, plan(path)) }));
     const name = `${paths[0]}+${paths.slice(1).map((p) => p.slice(p.lastIndexOf('.') + 1)).join('+')}`;
-    const lin = createFusedLinear(ctx, name, kind, members);
+    const lin = await uploadFusedLinear(ctx, ring, name, kind, members, {
+      onPiece: (member, bytes) => advance(paths[member], bytes),
+    });
     created.push(lin);
-    for (const path of paths) advance(plan(path));
     return lin;
   }
 
@@ -200,13 +255,13 @@ export async function loadModelWeights(ctx: GpuContext, ckpt: Checkpoint, opts: 
   async function vector(path: string): Promise<GPUBuffer> {
     const p = plan(path);
     if (p.kind !== 'float') throw new Error(`${path}: expected a float tensor, found ${p.mode} ${p.bits}-bit`);
-    const bytes = await readEntry(ckpt.source, p.weight);
+    const bytes = await readRange(ckpt.source, p.weight, 0, p.weight.end - p.weight.begin);
     checkFinite(p.weight, bytes);
     const v = decodeFloats(bytes, p.dtype);
     if (p.role === 'norm' && ckpt.normShift) for (let i = 0; i < v.length; i++) v[i] += 1;
     const buf = uploadBytes(ctx, v, path);
     created.push(buf);
-    advance(p);
+    advance(path, moduleBytes(p));
     return buf;
   }
 
@@ -251,10 +306,14 @@ export async function loadModelWeights(ctx: GpuContext, ckpt: Checkpoint, opts: 
     }
     const finalNorm = await vector('norm');
     const lmHead = ckpt.tied ? embed : await matrix('lm_head');
+    ring.submit();
     return { embed, lmHead, finalNorm, layers, foldNorms: fuse };
   } catch (e) {
     for (const c of created) ('parts' in c ? destroyGpuLinear(c) : c.destroy());
     throw e;
+  } finally {
+    // Submitted copies finish without it (the GPU keeps what they use alive); unsubmitted ones are dropped.
+    ring.destroy();
   }
 }
 

@@ -5,6 +5,7 @@
 import { grid2d, type GpuContext } from './context.ts';
 import type { Binding, Kernel, Recorder } from './plan.ts';
 import { shader, shaderText } from './shaders.ts';
+import { bufferWriter, streamPieces, uploadOptions, type BufferWriter, type StagingRing } from './upload.ts';
 import {
   describeFormat, formatConstants, formatProblem, isQuant, sameFormat, SCALE_STORAGE, storedTensors as storedLayout,
   type FloatStorage, type LinearFormat,
@@ -105,6 +106,15 @@ function upload(ctx: GpuContext, pieces: Uint8Array[], size: number, label: stri
   return buf;
 }
 
+/** The same buffer as upload's, left empty (WebGPU zero-fills it) for the streaming path to copy into. */
+function emptyStorage(ctx: GpuContext, size: number, label: string): GPUBuffer {
+  return ctx.device.createBuffer({
+    label,
+    size: Math.max(16, size),
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+  });
+}
+
 const labels = ['weight', 'scales', 'biases'];
 
 type LinearData = { weight: Uint8Array; scales?: Uint8Array; biases?: Uint8Array };
@@ -142,24 +152,18 @@ function partOf(rowStart: number, rows: number, bufs: GPUBuffer[]): LinearPart {
   return { rowStart, rows, weight: bufs[0], scales: bufs[1], biases: bufs[2] ?? bufs[1] };
 }
 
+/** Rows [rowStart, rowStart + rows) of every stored tensor, one buffer each, of `sizes` bytes (padded). */
+interface PartLayout { rowStart: number; rows: number; sizes: number[] }
+
 /**
- * Uploads the tensor bytes exactly as stored in the safetensors file (packed U32 weight; scales/biases raw in
- * scaleDtype; or raw float weight). Splits by rows into several parts when one buffer would exceed
- * maxBytesPerBuffer (default: the device's storage binding and buffer size limits); throws naming the tensor if
- * even one row does not fit. Pads buffers to 4 bytes (affine weights to 16: the kernels read them as vec4<u32>).
+ * How createGpuLinear and uploadGpuLinear split a linear by rows: parts as large as maxBytesPerBuffer allows
+ * (default: the device's storage binding and buffer size limits), buffers padded to 4 bytes (affine weights to 16:
+ * the kernels read them as vec4<u32>). Throws naming the tensor if even one row does not fit.
  */
-export function createGpuLinear(
-  ctx: GpuContext,
-  spec: LinearSpec,
-  data: { weight: Uint8Array; scales?: Uint8Array; biases?: Uint8Array },
-  maxBytesPerBuffer?: number,
-): GpuLinear {
-  checkSpec(spec);
+function partLayout(ctx: GpuContext, spec: LinearSpec, maxBytesPerBuffer?: number): PartLayout[] {
   const { name, rows, format } = spec;
   const limit = maxBytesPerBuffer ?? Math.min(ctx.limits.maxStorageBufferBindingSize, ctx.limits.maxBufferSize);
   const perRow = rowBytes(spec);
-  const tensors = storedTensors(spec, data);
-
   // Parts need the same row count for every tensor, so the widest row decides.
   const widest = Math.max(...perRow);
   const pad = isQuant(format) ? ceil16 : ceil4;
@@ -168,16 +172,36 @@ export function createGpuLinear(
   if (rowsPerPart < 1) {
     throw new Error(`linear "${name}": one row needs ${widest} bytes, more than the ${limit}-byte limit per GPU buffer`);
   }
-
-  const parts: LinearPart[] = [];
-  let bytes = 0;
+  const parts: PartLayout[] = [];
   for (let rowStart = 0; rowStart < rows; rowStart += rowsPerPart) {
     const n = Math.min(rowsPerPart, rows - rowStart);
+    parts.push({ rowStart, rows: n, sizes: perRow.map((b, i) => (i === 0 ? pad(n * b) : ceil4(n * b))) });
+  }
+  return parts;
+}
+
+/**
+ * Uploads the tensor bytes exactly as stored in the safetensors file (packed U32 weight; scales/biases raw in
+ * scaleDtype; or raw float weight), from memory: the kernel tests, the autotune and the benchmarks use it. The
+ * loader streams instead (uploadGpuLinear); both make the same parts (partLayout) holding the same bytes.
+ */
+export function createGpuLinear(
+  ctx: GpuContext,
+  spec: LinearSpec,
+  data: { weight: Uint8Array; scales?: Uint8Array; biases?: Uint8Array },
+  maxBytesPerBuffer?: number,
+): GpuLinear {
+  checkSpec(spec);
+  const { name } = spec;
+  const perRow = rowBytes(spec);
+  const tensors = storedTensors(spec, data);
+  const parts: LinearPart[] = [];
+  let bytes = 0;
+  for (const { rowStart, rows: n, sizes } of partLayout(ctx, spec, maxBytesPerBuffer)) {
     const bufs = tensors.map((t, i) => {
+      bytes += sizes[i];
       const slice = t.subarray(rowStart * perRow[i], (rowStart + n) * perRow[i]);
-      const size = i === 0 ? pad(slice.byteLength) : ceil4(slice.byteLength);
-      bytes += size;
-      return upload(ctx, [slice], size, `${name}.${labels[i]}[${rowStart}:${rowStart + n}]`);
+      return upload(ctx, [slice], sizes[i], `${name}.${labels[i]}[${rowStart}:${rowStart + n}]`);
     });
     parts.push(partOf(rowStart, n, bufs));
   }
@@ -194,6 +218,17 @@ export function canFuse(ctx: GpuContext, specs: LinearSpec[], kind: Fusion['kind
   return ceil16(Math.max(...rowBytes(specs[0])) * rows) <= limit;
 }
 
+/** The one part of a fused linear: every member's rows back to back, one buffer per stored tensor. */
+function fusedLayout(ctx: GpuContext, name: string, kind: Fusion['kind'], specs: LinearSpec[], maxBytesPerBuffer?: number) {
+  specs.forEach(checkSpec);
+  if (!canFuse(ctx, specs, kind, maxBytesPerBuffer)) throw new Error(`linear "${name}": ${specs.map((s) => s.name).join(', ')} cannot be fused (${kind})`);
+  const { format, cols } = specs[0];
+  const rows = specs.reduce((n, s) => n + s.rows, 0);
+  const sizes = rowBytes(specs[0]).map((b, i) => (i === 0 && isQuant(format) ? ceil16(rows * b) : ceil4(rows * b)));
+  const fused: Fusion = { kind, segments: specs.map((s) => s.rows), names: specs.map((s) => s.name) };
+  return { name, rows, cols, format, sizes, fused, bytes: sizes.reduce((a, b) => a + b, 0) };
+}
+
 /**
  * One GpuLinear holding the rows of every member in order (see Fusion), uploaded without an intermediate copy:
  * each member's bytes go straight to their row offset in the mapped buffers. Throws unless canFuse holds.
@@ -205,25 +240,123 @@ export function createFusedLinear(
   members: { spec: LinearSpec; data: { weight: Uint8Array; scales?: Uint8Array; biases?: Uint8Array } }[],
   maxBytesPerBuffer?: number,
 ): GpuLinear {
-  const specs = members.map((m) => m.spec);
-  specs.forEach(checkSpec);
-  if (!canFuse(ctx, specs, kind, maxBytesPerBuffer)) throw new Error(`linear "${name}": ${specs.map((s) => s.name).join(', ')} cannot be fused (${kind})`);
-  const format = specs[0].format;
-  const cols = specs[0].cols;
-  const rows = specs.reduce((n, s) => n + s.rows, 0);
-  const perRow = rowBytes(specs[0]);
+  const { sizes, ...lin } = fusedLayout(ctx, name, kind, members.map((m) => m.spec), maxBytesPerBuffer);
   const tensors = members.map((m) => storedTensors(m.spec, m.data));
-  let bytes = 0;
-  const bufs = tensors[0].map((_, i) => {
-    const size = i === 0 && isQuant(format) ? ceil16(rows * perRow[i]) : ceil4(rows * perRow[i]);
-    bytes += size;
-    return upload(ctx, tensors.map((t) => t[i]), size, `${name}.${labels[i]}`);
+  const bufs = sizes.map((size, i) => upload(ctx, tensors.map((t) => t[i]), size, `${name}.${labels[i]}`));
+  return { ...lin, parts: [partOf(0, lin.rows, bufs)] };
+}
+
+/**
+ * Rows [from, to) of some stored tensors of one linear (indices in upload order: 0 weight, 1 scales, 2 biases), as
+ * stored, one array per index asked: the streaming path asks for them a piece at a time.
+ */
+export type RowReader = (tensors: readonly number[], from: number, to: number) => Promise<Uint8Array[]>;
+
+export interface StreamOptions {
+  /** Bytes per piece asked of a RowReader (whole rows, at least one; default uploadOptions.pieceBytes). */
+  pieceBytes?: number;
+  maxBytesPerBuffer?: number;
+  /** Called as each piece is staged, with its member (0 unless fused) and its bytes: upload progress. */
+  onPiece?: (member: number, bytes: number) => void;
+}
+
+/**
+ * Which tensors a piece reads together: the weight alone, then scales with biases (checked as pairs, one bias per
+ * scale). Each module's file is then read front to back, one region at a time, which is what a source that keeps
+ * its last chunk or two in memory (the IndexedDB cache) needs; three regions per piece would evict every chunk.
+ */
+function tensorGroups(count: number): number[][] {
+  return count === 1 ? [[0]] : [[0], count === 3 ? [1, 2] : [1]];
+}
+
+/** A piece of a streamed upload: rows [from, to) of some tensors of one member, landing in `part`'s buffers. */
+interface Piece { member: number; part: number; tensors: number[]; from: number; to: number }
+
+/** Whole rows of at most pieceBytes (or one row) over [from, from + rows) of `tensors`, for one member and part. */
+function piecesOf(out: Piece[], member: number, part: number, tensors: number[], perRow: number[], from: number, rows: number, pieceBytes: number): void {
+  const step = Math.max(1, Math.floor(pieceBytes / tensors.reduce((n, i) => n + perRow[i], 0)));
+  for (let r = from; r < from + rows; r += step) out.push({ member, part, tensors, from: r, to: Math.min(r + step, from + rows) });
+}
+
+/** Reads a piece, checking that every tensor came back with exactly its rows' bytes. */
+async function readPiece(spec: LinearSpec, read: RowReader, p: Piece): Promise<Uint8Array[]> {
+  const perRow = rowBytes(spec);
+  const got = await read(p.tensors, p.from, p.to);
+  if (got.length !== p.tensors.length) throw new Error(`linear "${spec.name}": ${got.length} tensors read, expected ${p.tensors.length}`);
+  got.forEach((t, j) => {
+    const i = p.tensors[j];
+    if (t.byteLength !== (p.to - p.from) * perRow[i]) {
+      throw new Error(`linear "${spec.name}": rows [${p.from}, ${p.to}) of ${labels[i]} have ${t.byteLength} bytes, expected ${(p.to - p.from) * perRow[i]}`);
+    }
   });
-  return {
-    name, rows, cols, format, bytes,
-    parts: [partOf(0, rows, bufs)],
-    fused: { kind, segments: specs.map((s) => s.rows), names: specs.map((s) => s.name) },
-  };
+  return got;
+}
+
+/**
+ * Streams pieces into `writers[part][tensor]` through the ring, reading one piece ahead (streamPieces); each writer
+ * receives its tensor's rows in order. On failure every buffer in `buffers` is destroyed (and its staged copies
+ * dropped) before the error goes on.
+ */
+async function streamInto(
+  ring: StagingRing, specs: LinearSpec[], reads: RowReader[], pieces: Piece[], writers: BufferWriter[][],
+  buffers: GPUBuffer[], onPiece?: StreamOptions['onPiece'],
+): Promise<void> {
+  try {
+    await streamPieces(pieces.length, (k) => readPiece(specs[pieces[k].member], reads[pieces[k].member], pieces[k]), async (data, k) => {
+      const p = pieces[k];
+      for (const [j, t] of data.entries()) await writers[p.part][p.tensors[j]].append(t);
+      onPiece?.(p.member, data.reduce((n, t) => n + t.byteLength, 0));
+    });
+    for (const w of writers.flat()) await w.end();
+  } catch (e) {
+    ring.cancel(buffers);
+    for (const b of buffers) b.destroy();
+    throw e;
+  }
+}
+
+/**
+ * createGpuLinear's parts (partLayout), filled from `read` in pieces of whole rows through the staging ring: no
+ * tensor is ever whole in memory. The bytes reach the GPU at the ring's next submit (or as its buffers fill).
+ */
+export async function uploadGpuLinear(ctx: GpuContext, ring: StagingRing, spec: LinearSpec, read: RowReader, opts: StreamOptions = {}): Promise<GpuLinear> {
+  checkSpec(spec);
+  const { name } = spec;
+  const layout = partLayout(ctx, spec, opts.maxBytesPerBuffer);
+  const perRow = rowBytes(spec);
+  const pieces: Piece[] = [];
+  for (const group of tensorGroups(perRow.length)) {
+    for (const [part, { rowStart, rows }] of layout.entries()) {
+      piecesOf(pieces, 0, part, group, perRow, rowStart, rows, opts.pieceBytes ?? uploadOptions.pieceBytes);
+    }
+  }
+  const partBuffers = layout.map(({ rowStart, rows: n, sizes }) =>
+    sizes.map((size, i) => emptyStorage(ctx, size, `${name}.${labels[i]}[${rowStart}:${rowStart + n}]`)));
+  const writers = partBuffers.map((bufs) => bufs.map((b) => bufferWriter(ring, b)));
+  await streamInto(ring, [spec], [read], pieces, writers, partBuffers.flat(), opts.onPiece);
+  const parts = layout.map((p, i) => partOf(p.rowStart, p.rows, partBuffers[i]));
+  return { ...spec, parts, bytes: layout.reduce((n, p) => n + p.sizes.reduce((a, b) => a + b, 0), 0) };
+}
+
+/** createFusedLinear's buffers, filled member after member from their readers, as uploadGpuLinear does. */
+export async function uploadFusedLinear(
+  ctx: GpuContext,
+  ring: StagingRing,
+  name: string,
+  kind: Fusion['kind'],
+  members: { spec: LinearSpec; read: RowReader }[],
+  opts: StreamOptions = {},
+): Promise<GpuLinear> {
+  const specs = members.map((m) => m.spec);
+  const { sizes, ...lin } = fusedLayout(ctx, name, kind, specs, opts.maxBytesPerBuffer);
+  const perRow = rowBytes(specs[0]);
+  const pieces: Piece[] = [];
+  for (const [m, s] of specs.entries()) {
+    for (const group of tensorGroups(perRow.length)) piecesOf(pieces, m, 0, group, perRow, 0, s.rows, opts.pieceBytes ?? uploadOptions.pieceBytes);
+  }
+  const buffers = sizes.map((size, i) => emptyStorage(ctx, size, `${name}.${labels[i]}`));
+  await streamInto(ring, specs, members.map((m) => m.read), pieces, [buffers.map((b) => bufferWriter(ring, b))], buffers, opts.onPiece);
+  return { ...lin, parts: [partOf(0, lin.rows, buffers)] };
 }
 
 export function destroyGpuLinear(lin: GpuLinear): void {
