@@ -33,10 +33,11 @@ function firstBitDifference(a: Float32Array, b: Float32Array): number {
 const SAMPLING: SamplingParams = { temperature: 0.8, topK: 40, topP: 0.9, minP: 0, presencePenalty: 0, repetitionPenalty: 1.1 };
 
 // Recipes alternate between the measured tuning and the GPU defaults (GEMM tile above 16 tokens): see model.test.ts.
-// Replay vs direct encoding tests the recording, not the arithmetic: of the floating formats, nvfp4 (two scale
-// groups per chunk) and compressed-tensors FP8 (HF names, per-row scales) stand for the rest, whose kernels differ
-// from them only in override constants (model.test.ts runs every recipe against the CPU reference).
-const PLAN_RECIPES = TINY_RECIPES.filter((r) => !['udmxfp4', 'udmxfp8', 'qwenfp8'].includes(r));
+// Replay vs direct encoding tests the recording, not the arithmetic (model.test.ts runs every recipe against the
+// CPU reference), so four recipes stand for the rest: bf16 (float matvec, tied), propc (fused affine, norms folded),
+// udq2 (sharded, mixed bits: some groups unfused) and udnvfp4 (a floating format, two scale groups per chunk),
+// alternating the measured tuning and the defaults. The others differ from these only in override constants.
+const PLAN_RECIPES = TINY_RECIPES.filter((r) => ['bf16', 'propc', 'udq2', 'udnvfp4'].includes(r));
 PLAN_RECIPES.forEach((recipe, i) => {
   const tuning = i % 2 ? 'default' : 'auto';
   test(`plan replay equals direct encoding bit for bit: ${recipe} (tuning ${tuning})`, async () => {
