@@ -10,9 +10,9 @@
 
 import type { GpuLimitsInfo, PreflightBuffer, PreflightReport } from '../api.ts';
 import { dims, normaliseName, parseConfig, type ModelConfig, type QuantParams } from '../format/config.ts';
-import { isSkippedTensor, layoutModules, MAX_JSON_BYTES, neededShards, type LayoutModule } from '../format/checkpoint.ts';
+import { isSkippedTensor, layoutModules, neededShards, readJson, type LayoutModule } from '../format/checkpoint.ts';
 import {
-  FormatError, findDuplicateKey, fmtShape, isNotFound, parseSafetensorsHeader, shapeSize, showValue, type ByteSource,
+  FormatError, fmtShape, isNotFound, parseSafetensorsHeader, shapeSize, showValue, type ByteSource,
 } from '../format/safetensors.ts';
 import { formatBytes, formatLabel, formatProblem, type FloatStorage, type LinearFormat } from '../format/weight-format.ts';
 import { stateBufferBytes, stateBytes } from '../model/state.ts';
@@ -414,24 +414,6 @@ function assess(cfg: ModelConfig, w: Weights, opts: PreflightCoreOptions): Prefl
 
 // ---------------------------------------------------------------------------------------------------------------
 // Reading the inputs.
-
-/** A JSON file of the checkpoint, size-capped and refused when a key repeats (which value counts would be a guess). */
-async function readJson(src: ByteSource, file: string): Promise<unknown> {
-  const size = await src.size(file);
-  if (size > MAX_JSON_BYTES) throw new FormatError(`${file}: ${size} bytes, expected at most ${MAX_JSON_BYTES} for a JSON file of a checkpoint`);
-  const bytes = await src.read(file, 0, size);
-  let text: string;
-  let json: unknown;
-  try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new FormatError(`${file}: not valid UTF-8 JSON (${(e as Error).message})`);
-  }
-  const dup = findDuplicateKey(text);
-  if (dup) throw new FormatError(`${file}: key "${dup.key}" appears twice in ${dup.path.length ? `"${dup.path.join('.')}"` : 'the top level'}`);
-  return json;
-}
 
 /**
  * The index's tensor names and the shards that hold the text model (vision / MTP-only shards left out, as the

@@ -176,7 +176,8 @@ export function neededShards(weightMap: Map<string, string>): string[] {
  */
 export const MAX_JSON_BYTES = 64 * 1024 * 1024;
 
-async function readJson(src: ByteSource, file: string): Promise<unknown> {
+/** A JSON file of the checkpoint, size-capped and refused when a key repeats. */
+export async function readJson(src: ByteSource, file: string): Promise<unknown> {
   const size = await src.size(file);
   if (size > MAX_JSON_BYTES) throw new FormatError(`${file}: ${size} bytes, expected at most ${MAX_JSON_BYTES} for a JSON file of a checkpoint`);
   const bytes = await src.read(file, 0, size);
