@@ -4,7 +4,7 @@
 // the way MLX chooses its scales (amax / 6 or / 448, E8M0 rounded to the nearest power of two).
 
 import { decodeFloats, encodeFloats, type FloatDType } from './dtype.ts';
-import { packBits, unpackBits } from './quant.ts';
+import { packBits, rint, unpackBits } from './quant.ts';
 
 const fr = Math.fround;
 
@@ -34,18 +34,11 @@ export function encodeE4M3(x: number): number {
   const a = Math.abs(x);
   if (!(a < Infinity)) throw new Error(`encodeE4M3: ${x} has no E4M3 code`);
   if (a >= 448) return sign | 0x7e;
-  if (a < 2 ** -6) return sign | rne(a * 512); // subnormals: m/8·2^-6 = m·2^-9 (m = 8 is the smallest normal, code 8)
+  if (a < 2 ** -6) return sign | rint(a * 512); // subnormals: m/8·2^-6 = m·2^-9 (m = 8 is the smallest normal, code 8)
   let e = Math.floor(Math.log2(a));
   if (2 ** e > a) e--; // log2 rounding at exact powers of two
-  const m = rne((a / 2 ** e - 1) * 8);
+  const m = rint((a / 2 ** e - 1) * 8);
   return m === 8 ? sign | ((e + 8) << 3) : sign | ((e + 7) << 3) | m;
-}
-
-/** Round half to even. */
-function rne(x: number): number {
-  const f = Math.floor(x);
-  const d = x - f;
-  return d < 0.5 ? f : d > 0.5 ? f + 1 : f % 2 === 0 ? f : f + 1;
 }
 
 /** E2M1 code of x with MLX's thresholds (>5→6, ≥3.5→4, >2.5→3, ≥1.75→2, >1.25→1.5, ≥0.75→1, >0.25→0.5). */
