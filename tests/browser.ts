@@ -1,4 +1,5 @@
 // Shared by the browser tests: Debian Chromium with SwiftShader WebGPU, and what their static servers need.
+import { execFileSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { join, normalize } from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
@@ -31,4 +32,15 @@ export function requestedRange(range: string | undefined, size: number): { start
   const m = /^bytes=(\d+)-(\d*)$/.exec(range ?? '');
   if (!m) return null;
   return { start: Number(m[1]), end: m[2] ? Math.min(Number(m[2]), size - 1) : size - 1 };
+}
+
+/**
+ * Builds what a browser or package test serves: `vite build` (dist/demo) for 'demo', `npm run build` (library, types,
+ * CLI, demo) for 'all'. `npm test` runs the full build once before these files and sets QWEN_WEBGPU_TEST_BUILT, so
+ * each file skips it; a file run on its own builds for itself.
+ */
+export function buildForTests(root: string, what: 'demo' | 'all'): void {
+  if (process.env.QWEN_WEBGPU_TEST_BUILT === '1') return;
+  if (what === 'demo') execFileSync('npx', ['vite', 'build', '--logLevel', 'warn'], { cwd: root, stdio: 'inherit' });
+  else execFileSync('npm', ['run', 'build', '--silent', '--', '--logLevel', 'warn'], { cwd: root, stdio: 'inherit' });
 }

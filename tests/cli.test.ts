@@ -50,12 +50,16 @@ function serve(dir: string): Promise<{ server: Server; url: string; requests: st
 
 async function checkGolden(model: string, name: string, extra: string[] = []): Promise<number> {
   const golden: Golden = JSON.parse(readFileSync(join(refDir, name, 'golden.json'), 'utf8'));
+  // Every prompt in one run (";"-separated): one load, one pipeline compile, each prompt from position 0.
+  const ids = golden.prompts.map((p) => p.ids.join(',')).join(';');
+  const then = golden.prompts.map((p) => p.greedy_tokens.slice(0, p.steps.length - 1).join(',')).join(';');
+  const r = await cli(['logits', '--model', model, '--ids', ids, '--then', then, '--json', ...extra]);
+  assert.equal(r.code, 0, r.stderr);
+  const lines = r.stdout.trimEnd().split('\n');
+  assert.equal(lines.length, golden.prompts.length, 'one JSON line per prompt');
   let worst = 0;
   for (const [pi, p] of golden.prompts.entries()) {
-    const then = p.greedy_tokens.slice(0, p.steps.length - 1);
-    const r = await cli(['logits', '--model', model, '--ids', p.ids.join(','), '--then', then.join(','), '--json', ...extra]);
-    assert.equal(r.code, 0, r.stderr);
-    const out = JSON.parse(r.stdout) as { logits: number[][] };
+    const out = JSON.parse(lines[pi]) as { logits: number[][] };
     assert.equal(out.logits.length, p.steps.length);
     for (const [s, step] of p.steps.entries()) {
       const d = compareLogits(out.logits[s], step.logits);

@@ -5,13 +5,12 @@
 // Screenshot: test-output/screenshots/bench.png.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Browser } from 'playwright-core';
-import { CONTENT_TYPES, launchChromium, siteFile } from './browser.ts';
+import { buildForTests, CONTENT_TYPES, launchChromium, siteFile } from './browser.ts';
 import { kernelCases } from '../src/bench/shapes.ts';
 import { isBenchRequest, ISOLATION_HEADERS } from '../vite.config.ts';
 
@@ -24,7 +23,7 @@ let origin: string;
 let browser: Browser;
 
 before(async () => {
-  execFileSync('npx', ['vite', 'build', '--logLevel', 'warn'], { cwd: root, stdio: 'inherit' });
+  buildForTests(root, 'demo');
   mkdirSync(shots, { recursive: true });
   server = createServer((req, res) => {
     const file = siteFile(site, decodeURIComponent(new URL(req.url!, 'http://x').pathname));

@@ -3,13 +3,12 @@
 // Debian Chromium (SwiftShader WebGPU) through playwright-core; a local static server with mounts and fault hooks.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { createServer, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
 import { mkdirSync, readFileSync, statSync } from 'node:fs';
 import { extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { CONTENT_TYPES as TYPES, launchChromium, requestedRange, siteFile } from './browser.ts';
+import { buildForTests, CONTENT_TYPES as TYPES, launchChromium, requestedRange, siteFile } from './browser.ts';
 
 const root = resolve(fileURLToPath(new URL('..', import.meta.url)));
 const shots = join(root, 'test-output/screenshots');
@@ -64,7 +63,7 @@ let browser: Browser;
 let context: BrowserContext;
 
 before(async () => {
-  execFileSync('npm', ['run', 'build', '--silent', '--', '--logLevel', 'warn'], { cwd: root, stdio: 'inherit' });
+  buildForTests(root, 'all');
   mkdirSync(shots, { recursive: true });
   server = createServer(serve);
   await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));

@@ -3,13 +3,12 @@
 // test-output/screenshots/.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { CONTENT_TYPES as TYPES, launchChromium, requestedRange, siteFile } from './browser.ts';
+import { buildForTests, CONTENT_TYPES as TYPES, launchChromium, requestedRange, siteFile } from './browser.ts';
 
 const root = resolve(fileURLToPath(new URL('..', import.meta.url)));
 const site = join(root, 'dist/demo');
@@ -57,7 +56,7 @@ let browser: Browser;
 let context: BrowserContext;
 
 before(async () => {
-  execFileSync('npx', ['vite', 'build', '--logLevel', 'warn'], { cwd: root, stdio: 'inherit' });
+  buildForTests(root, 'demo');
   mkdirSync(shots, { recursive: true });
   server = createServer(handle);
   await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));

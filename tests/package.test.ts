@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'no
 import { tmpdir } from 'node:os';
 import { dirname, join, normalize, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { buildForTests } from './browser.ts';
 import { compareLogits } from './logit-compare.ts';
 
 const root = resolve(fileURLToPath(new URL('..', import.meta.url)));
@@ -26,7 +27,7 @@ function run(cmd: string, args: string[], cwd: string): { code: number; stdout: 
 }
 
 before(() => {
-  execFileSync('npm', ['run', 'build', '--silent', '--', '--logLevel', 'warn'], { cwd: root, stdio: 'inherit' });
+  buildForTests(root, 'all');
   scratch = mkdtempSync(join(tmpdir(), 'qwen-webgpu-consumer-'));
   const packed = JSON.parse(npm(['pack', '--json', '--ignore-scripts', '--pack-destination', scratch], root)) as { filename: string; files: { path: string }[] }[];
   tarball = join(scratch, packed[0].filename);

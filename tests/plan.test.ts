@@ -1,7 +1,8 @@
-// Step plans: replaying the recorded forward gives exactly the logits (and sampled ids) of encoding every call
-// afresh, on every tiny recipe, for prefill chunks and decode steps at many positions; the fused forward (linears
-// fused at load, RMSNorms folded into the matvecs) stays within f32 rounding of the unfused one; and a decode step,
-// counted from outside by wrapping the device's methods, creates no GPU object and encodes one compute pass.
+// Step plans: the fused forward (linears fused at load, RMSNorms folded into the matvecs) stays within f32 rounding
+// of the unfused one; a decode step, counted from outside by wrapping the device's methods, creates no GPU object and
+// encodes one compute pass; and load compiles every pipeline. That replaying a recorded plan gives exactly the
+// logits and sampled ids of encoding every call afresh is checked in model.test.ts, next to the CPU reference (the
+// same loaded recipes serve both, which saves compiling their pipelines twice).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import '../src/node/shaders-node.ts';
@@ -9,7 +10,7 @@ import { getNodeGpu } from '../src/node/dawn.ts';
 import { createGpuContext } from '../src/gpu/context.ts';
 import { probeDevice } from '../src/gpu/gpu-counter.ts';
 import { createSampler, destroySampler, type SamplingParams } from '../src/gpu/sample.ts';
-import { makeTinyCheckpoint, TINY_RECIPES } from '../src/format/tiny.ts';
+import { makeTinyCheckpoint } from '../src/format/tiny.ts';
 import { memorySource } from '../src/format/memory-source.ts';
 import { argmax, loadEngine, type Engine } from '../src/engine/engine.ts';
 
@@ -21,78 +22,13 @@ function randomIds(n: number, vocab: number, seed: number): number[] {
   });
 }
 
-/** Index of the first element whose bits differ, or -1. */
-function firstBitDifference(a: Float32Array, b: Float32Array): number {
-  const x = new Uint32Array(a.buffer, a.byteOffset, a.length);
-  const y = new Uint32Array(b.buffer, b.byteOffset, b.length);
-  if (x.length !== y.length) return 0;
-  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return i;
-  return -1;
-}
-
 const SAMPLING: SamplingParams = { temperature: 0.8, topK: 40, topP: 0.9, minP: 0, presencePenalty: 0, repetitionPenalty: 1.1 };
-
-// Recipes alternate between the measured tuning and the GPU defaults (GEMM tile above 16 tokens): see model.test.ts.
-// Replay vs direct encoding tests the recording, not the arithmetic (model.test.ts runs every recipe against the
-// CPU reference), so four recipes stand for the rest: bf16 (float matvec, tied), propc (fused affine, norms folded),
-// udq2 (sharded, mixed bits: some groups unfused) and udnvfp4 (a floating format, two scale groups per chunk),
-// alternating the measured tuning and the defaults. The others differ from these only in override constants.
-const PLAN_RECIPES = TINY_RECIPES.filter((r) => ['bf16', 'propc', 'udq2', 'udnvfp4'].includes(r));
-PLAN_RECIPES.forEach((recipe, i) => {
-  const tuning = i % 2 ? 'default' : 'auto';
-  test(`plan replay equals direct encoding bit for bit: ${recipe} (tuning ${tuning})`, async () => {
-    const ctx = await getNodeGpu();
-    const files = makeTinyCheckpoint(recipe, { seed: 11 });
-    const opts = { contextLength: 200, prefillChunk: 64, tuning } as const;
-    const planned = await loadEngine(ctx, memorySource(files, `tiny-${recipe}`), opts);
-    const direct = await loadEngine(ctx, memorySource(files, `tiny-${recipe}`), { ...opts, encoding: 'direct' });
-    const engines: Engine[] = [planned, direct];
-    try {
-      // Prompts of 1, 5 and 12 (multi-token matvec: one and two workgroups of 8 tokens), 64 (one whole chunk) and
-      // 150 tokens (chunks 64 + 64 + 22), each followed by decode steps whose plan was recorded at position 0.
-      for (const len of [1, 5, 12, 64, 150]) {
-        for (const e of engines) e.reset();
-        const ids = randomIds(len, planned.config.vocabSize, len * 7 + 3);
-        const [a, b] = [await planned.prefill(ids), await direct.prefill(ids)];
-        assert.equal(firstBitDifference(a, b), -1, `${recipe}: prefill of ${len} tokens differs`);
-        let next = argmax(a);
-        for (let step = 0; step < 8; step++) {
-          const [x, y] = [await planned.decode(next), await direct.decode(next)];
-          const at = firstBitDifference(x, y);
-          assert.equal(at, -1, `${recipe}: decode at position ${len + step} differs at vocab ${at}: ${x[at]} vs ${y[at]}`);
-          next = argmax(x);
-        }
-      }
-
-      // Sampling: the plan path with the drawn id staying on the GPU ('sampled') against direct encoding fed the
-      // ids from the CPU, same draws.
-      const vocab = planned.config.vocabSize;
-      const samplers = engines.map(() => createSampler(ctx, vocab, vocab));
-      try {
-        for (const e of engines) e.reset();
-        const prompt = randomIds(9, vocab, 99);
-        const draws = [0.1, 0.7, 0.3, 0.95, 0.5, 0.01, 0.62, 0.4];
-        const got: number[][] = [[], []];
-        let first = await planned.sample(prompt, samplers[0], SAMPLING, draws[0]);
-        got[0].push(first.id);
-        for (const u of draws.slice(1)) got[0].push((await planned.sample('sampled', samplers[0], SAMPLING, u)).id);
-        first = await direct.sample(prompt, samplers[1], SAMPLING, draws[0]);
-        got[1].push(first.id);
-        for (const u of draws.slice(1)) got[1].push((await direct.sample([got[1].at(-1)!], samplers[1], SAMPLING, u)).id);
-        assert.deepEqual(got[0], got[1], `${recipe}: sampled ids differ`);
-        assert.equal(planned.position, prompt.length + draws.length - 1);
-      } finally {
-        samplers.forEach(destroySampler);
-      }
-    } finally {
-      for (const e of engines) e.dispose();
-    }
-  });
-});
 
 test('the fused forward (fused linears, folded RMSNorms) stays within f32 rounding of the unfused one', async () => {
   const ctx = await getNodeGpu();
-  for (const recipe of ['q4g32', 'unsloth3'] as const) {
+  // q4g32: one format everywhere, so every fusion and fold applies (unsloth3's partly fused groups meet the CPU
+  // reference in model.test.ts).
+  for (const recipe of ['q4g32'] as const) {
     const files = makeTinyCheckpoint(recipe, { seed: 12 });
     const opts = { contextLength: 120, prefillChunk: 64 };
     const fused = await loadEngine(ctx, memorySource(files, `tiny-${recipe}`), opts);

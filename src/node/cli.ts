@@ -30,8 +30,10 @@ const USAGE = `usage:
 
   --model DIR|URL  a checkpoint folder (a Hugging Face cache snapshot folder works) or an http(s) base URL,
                    e.g. https://huggingface.co/ORG/NAME/resolve/main
-  --ids a,b,c      prompt token ids: decimal integers below the model's vocab_size
-  --then a,b,c     logits: ids fed one decode step each after the prompt (teacher forcing), one row of logits each
+  --ids a,b,c      prompt token ids: decimal integers below the model's vocab_size. Several prompts, run one
+                   after another on one loaded model: separate them with ";" (quote it), e.g. --ids "1,2;3,4,5"
+  --then a,b,c     logits: ids fed one decode step each after the prompt (teacher forcing), one row of logits each;
+                   with several prompts, one list per prompt, separated by ";" the same way
   --max-tokens N   generate: greedy tokens to produce, at most (default 32)
   --context N      KV-cache capacity in tokens, 1 to max_position_embeddings (inspect: default
                    min(4096, max_position_embeddings); logits, generate: default what the run needs, at least 16).
@@ -40,7 +42,8 @@ const USAGE = `usage:
                    the pre-flight verdict; default os.totalmem() × 0.75
   --gpu-limits M   logits, generate: "max" (default) asks the adapter for its largest limits and every useful
                    feature; "default" for WebGPU's default limits and no optional feature (a conservative device)
-  --json           machine-readable output; logits prints {"logits": [[...], ...]} (full vocabulary, f32);
+  --json           machine-readable output, one line per prompt: logits prints {"logits": [[...], ...]} (full
+                   vocabulary, f32), generate {"ids": [...]};
                    bench prints the report as JSON instead of the table
   --quick, --full  bench: a smaller suite (a few minutes on SwiftShader) or every shape and format (slow);
                    --tiny is the tests' suite of toy shapes. Default: every bit width at the 27B MLP shape,
@@ -156,8 +159,8 @@ interface Plan {
   command: Exclude<Command, 'bench'>;
   model: string;
   context?: number;
-  ids: number[];
-  then: number[];
+  /** One entry per ";"-separated prompt of --ids, each with its --then list (empty without --then). */
+  prompts: { ids: number[]; then: number[] }[];
   maxTokens: number;
   json: boolean;
   progress: boolean;
@@ -172,7 +175,7 @@ function plan(command: Plan['command'], flags: Map<Flag, string | true>): Plan {
   if (model === undefined) throw new UsageError('--model is required');
   if (model.trim() === '') throw new UsageError('--model is empty');
   const p: Plan = {
-    command, model, ids: [], then: [], maxTokens: 0, json: flags.has('json'),
+    command, model, prompts: [], maxTokens: 0, json: flags.has('json'),
     progress: !flags.has('quiet') && (flags.has('progress') || !!process.stderr.isTTY),
     context: str('context') === undefined ? undefined : parseCount('context', str('context')!, 1),
     gpuLimits: 'max',
@@ -186,20 +189,29 @@ function plan(command: Plan['command'], flags: Map<Flag, string | true>): Plan {
   if (budget !== undefined) p.memoryBudget = { bytes: parseBytes('memory-budget', budget), given: budget };
   if (command === 'inspect') return p;
   if (str('ids') === undefined) throw new UsageError('--ids is required');
-  p.ids = parseIds('ids', str('ids')!);
-  if (str('then') !== undefined) p.then = parseIds('then', str('then')!);
+  const prompts = str('ids')!.split(';').map((s) => parseIds('ids', s));
+  const thens = str('then')?.split(';').map((s) => parseIds('then', s));
+  if (thens && thens.length !== prompts.length) {
+    throw new UsageError(`--then has ${thens.length} ";"-separated lists for ${prompts.length} --ids prompts: give one per prompt`);
+  }
+  p.prompts = prompts.map((ids, i) => ({ ids, then: thens?.[i] ?? [] }));
   if (command === 'generate') p.maxTokens = str('max-tokens') === undefined ? 32 : parseCount('max-tokens', str('max-tokens')!, 1);
   if (p.context !== undefined) checkFits(p, p.context, `--context ${p.context}`);
   return p;
 }
 
-/** Positions the run needs: the prompt, then each --then id or generated token. */
-const needed = (p: Plan) => p.ids.length + p.then.length + p.maxTokens;
+/** Positions a prompt needs: its ids, then each --then id or generated token. */
+const neededBy = (p: Plan, q: Plan['prompts'][number]) => q.ids.length + q.then.length + p.maxTokens;
+/** Positions the run needs: the longest prompt (each starts from an empty sequence). */
+const needed = (p: Plan) => Math.max(...p.prompts.map((q) => neededBy(p, q)));
 
 function checkFits(p: Plan, capacity: number, what: string): void {
-  if (needed(p) <= capacity) return;
-  const extra = p.command === 'generate' ? ` + --max-tokens ${p.maxTokens}` : ` + ${p.then.length} --then ids`;
-  throw new UsageError(`${p.ids.length} --ids${extra} = ${needed(p)} tokens, more than ${what}`);
+  for (const [i, q] of p.prompts.entries()) {
+    if (neededBy(p, q) <= capacity) continue;
+    const which = p.prompts.length > 1 ? `prompt ${i + 1}: ` : '';
+    const extra = p.command === 'generate' ? ` + --max-tokens ${p.maxTokens}` : ` + ${q.then.length} --then ids`;
+    throw new UsageError(`${which}${q.ids.length} --ids${extra} = ${neededBy(p, q)} tokens, more than ${what}`);
+  }
 }
 
 /** The checks that need config.json; they run before any weight is read. */
@@ -209,7 +221,7 @@ function checkAgainstModel(p: Plan, cfg: ModelConfig): void {
     throw new UsageError(`--context ${p.context} exceeds max_position_embeddings ${maxPos} in config.json`);
   }
   checkFits(p, maxPos, `max_position_embeddings ${maxPos} in config.json`);
-  for (const [flag, ids] of [['ids', p.ids], ['then', p.then]] as const) {
+  for (const [flag, ids] of p.prompts.flatMap((q) => [['ids', q.ids], ['then', q.then]] as const)) {
     const bad = ids.find((id) => id >= cfg.vocabSize);
     if (bad !== undefined) {
       throw new UsageError(`--${flag}: token id ${bad} is outside the vocabulary (vocab_size ${cfg.vocabSize} in config.json)`);
@@ -458,20 +470,25 @@ async function run(p: Plan, src: ByteSource, progress: Progress): Promise<void> 
   }
   progress.end(true);
   try {
-    if (p.command === 'logits') {
-      const rows = [await engine.prefill(p.ids)];
-      for (const id of p.then) rows.push(await engine.decode(id));
-      if (p.json) {
-        await write('{"logits": [' + rows.map((r) => '[' + Array.from(r).join(',') + ']').join(',\n') + ']}\n');
-      } else {
-        for (const [i, r] of rows.entries()) {
-          const top = Array.from(r.keys()).sort((a, b) => r[b] - r[a]).slice(0, 5);
-          await write(`step ${i}: ` + top.map((t) => `${t} (${r[t].toFixed(4)})`).join('  ') + '\n');
+    // One load serves every prompt (the pipelines and weights are the costly part); each starts from position 0.
+    for (const [n, q] of p.prompts.entries()) {
+      engine.reset();
+      const heading = p.prompts.length > 1 && !p.json ? `prompt ${n + 1}:\n` : '';
+      if (p.command === 'logits') {
+        const rows = [await engine.prefill(q.ids)];
+        for (const id of q.then) rows.push(await engine.decode(id));
+        if (p.json) {
+          await write('{"logits": [' + rows.map((r) => '[' + Array.from(r).join(',') + ']').join(',') + ']}\n');
+        } else {
+          await write(heading + rows.map((r, i) => {
+            const top = Array.from(r.keys()).sort((a, b) => r[b] - r[a]).slice(0, 5);
+            return `step ${i}: ` + top.map((t) => `${t} (${r[t].toFixed(4)})`).join('  ') + '\n';
+          }).join(''));
         }
+      } else {
+        const out = await engine.generate(q.ids, p.maxTokens);
+        await write(p.json ? JSON.stringify({ ids: out }) + '\n' : heading + out.join(',') + '\n');
       }
-    } else {
-      const out = await engine.generate(p.ids, p.maxTokens);
-      await write(p.json ? JSON.stringify({ ids: out }) + '\n' : out.join(',') + '\n');
     }
   } finally {
     engine.dispose();
